@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: installs what the project needs (apt packages,
+# the pinned pnpm's packages), then runs the asked-for job. Idempotent: a second run only
+# checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TURBO_TELEMETRY_DISABLED=1
+export DO_NOT_TRACK=1
+
+need_prometheus=0
+case "${1:-}" in test|bench) need_prometheus=1 ;; esac
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ "$need_prometheus" = 1 ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "openrtc: installing Debian's prometheus (promtool and a server for the end-to-end tests)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >&2
+  # The package starts a system service where a service manager runs; tests start their own.
+fi
+
+PNPM=(npx -y pnpm@12.21.0)
+if command -v pnpm >/dev/null 2>&1 && [ "$(pnpm --version 2>/dev/null)" = "12.21.0" ]; then PNPM=(pnpm); fi
+
+if [ -f pnpm-lock.yaml ]; then
+  "${PNPM[@]}" install --frozen-lockfile --reporter=append-only >&2
+else
+  "${PNPM[@]}" install --reporter=append-only >&2
+fi
+
+job="${1:-}"; shift || true
+case "$job" in
+  test)  exec "${PNPM[@]}" exec turbo run typecheck test --output-logs=new-only "$@" ;;
+  demo)  exec "${PNPM[@]}" --filter @openrtc/demo run start "$@" ;;
+  bench) exec "${PNPM[@]}" -r --workspace-concurrency=1 --if-present run bench "$@" ;;
+  setup) ;;
+  *) echo "usage: scripts/dev.sh test|demo|bench|setup [args]" >&2; exit 2 ;;
+esac
