@@ -1,0 +1,257 @@
+import { createHmac, createSecretKey, timingSafeEqual } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import { systemClock } from "./clock.ts";
+import type { Clock } from "./clock.ts";
+
+/**
+ * Signed membership, byte-compatible with openrtc-python's `sign_membership`.
+ *
+ * The token is hex HMAC-SHA256(secret, canonical) where canonical is what Python produces with
+ * `json.dumps([version, worker_id, repr(timestamp)], separators=(",", ":"))`: compact
+ * separators, `ensure_ascii` escaping, and the timestamp as Python's float repr *inside a JSON
+ * string*. Both sides must agree on every byte, so the two Python behaviours JS lacks
+ * (`repr(float)` and `ensure_ascii`) are re-implemented here and checked against Python itself in
+ * the tests.
+ */
+
+export type MembershipErrorCode = "bad_signature" | "stale" | "future" | "version_mismatch" | "malformed";
+
+/** A token failed verification. `code` says why; the message never contains a secret. */
+export class MembershipError extends Error {
+  override readonly name = "MembershipError";
+  readonly code: MembershipErrorCode;
+
+  constructor(code: MembershipErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface MembershipClaim {
+  /** Hex HMAC-SHA256 produced by `signMembership` (or openrtc-python's `sign_membership`). */
+  token: string;
+  version: string;
+  workerId: string;
+  /** Unix seconds the token was issued at (a float, like Python's `time.time()`). */
+  timestamp: number;
+}
+
+export interface SignMembershipOptions {
+  version: string;
+  workerId: string;
+  timestamp: number;
+  secret: string;
+}
+
+export interface MembershipVerifierOptions {
+  /** Accepted secrets; any one matching is enough, so old and new overlap during a rotation. */
+  secrets: readonly string[];
+  /** When set, a token for any other version fails with `version_mismatch`. */
+  expectedVersion?: string;
+  /** How far the token's timestamp may lie from `clock()`, in either direction. Default 300. */
+  maxAgeSeconds?: number;
+  clock?: Clock;
+}
+
+// Python's json `ensure_ascii` leaves exactly the printable ASCII range alone except `"` and `\`.
+const JSON_SAFE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+const SHORT_ESCAPES: Readonly<Record<number, string>> = {
+  0x08: "\\b",
+  0x09: "\\t",
+  0x0a: "\\n",
+  0x0c: "\\f",
+  0x0d: "\\r",
+  0x22: '\\"',
+  0x5c: "\\\\",
+};
+const HEX64 = /^[0-9a-fA-F]{64}$/;
+
+/**
+ * A string as Python's `json.dumps(s)` (default `ensure_ascii=True`) writes it, quotes included:
+ * everything outside printable ASCII becomes `\uXXXX` (lowercase hex, UTF-16 code units, so
+ * astral characters become surrogate pairs exactly as Python writes them).
+ */
+export function pythonJsonString(value: string): string {
+  if (JSON_SAFE.test(value)) return `"${value}"`;
+  let out = '"';
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    const short = SHORT_ESCAPES[code];
+    if (short !== undefined) out += short;
+    else if (code < 0x20 || code > 0x7e) out += `\\u${code.toString(16).padStart(4, "0")}`;
+    else out += value[i];
+  }
+  return `${out}"`;
+}
+
+/**
+ * Python's `repr(float)`: the shortest digits that round-trip (the same digits JS picks), but
+ * always with a `.0` on whole numbers, and in exponent form when the decimal exponent is below -4
+ * or above 15 (JS switches at 1e-7 and 1e21), with a signed exponent of at least two digits
+ * (`1e-05`, `1e+16`). NaN and infinities are rejected: they have no JSON form and no meaning as a
+ * timestamp.
+ */
+export function pythonFloatRepr(value: number): string {
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new RangeError(`expected a finite number, got ${String(value)}`);
+  }
+  if (value === 0) return Object.is(value, -0) ? "-0.0" : "0.0";
+  const abs = value < 0 ? -value : value;
+  if (abs >= 1e-4 && abs < 1e16) {
+    // JS writes fixed notation across this whole range with the same shortest digits.
+    const fixed = String(value);
+    return fixed.includes(".") ? fixed : `${fixed}.0`;
+  }
+  const exponential = value.toExponential();
+  const at = exponential.indexOf("e");
+  const mantissa = exponential.slice(0, at);
+  const exponent = Number(exponential.slice(at + 1));
+  const magnitude = Math.abs(exponent);
+  return `${mantissa}e${exponent < 0 ? "-" : "+"}${magnitude < 10 ? "0" : ""}${magnitude}`;
+}
+
+/** The exact bytes signed: `json.dumps([version, worker_id, repr(timestamp)], separators=(",", ":"))`. */
+export function membershipCanonical(version: string, workerId: string, timestamp: number): string {
+  // repr output is digits, '.', 'e', '+', '-' only: nothing to escape.
+  return `[${pythonJsonString(version)},${pythonJsonString(workerId)},"${pythonFloatRepr(timestamp)}"]`;
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "number" ? String(value) : `a ${typeof value}`;
+}
+
+function checkSecret(secret: unknown, where: string): asserts secret is string {
+  if (typeof secret !== "string") {
+    throw new TypeError(`${where} must be a string (got ${secret === null ? "null" : typeof secret})`);
+  }
+  if (secret.length === 0) {
+    throw new TypeError(`${where} is an empty string; an empty HMAC key authenticates nothing`);
+  }
+}
+
+/** Hex HMAC-SHA256 of the canonical message; equal to openrtc-python's `sign_membership`. */
+export function signMembership({ version, workerId, timestamp, secret }: SignMembershipOptions): string {
+  if (typeof version !== "string") throw new TypeError(`signMembership: version must be a string (got ${describeType(version)})`);
+  if (typeof workerId !== "string") throw new TypeError(`signMembership: workerId must be a string (got ${describeType(workerId)})`);
+  if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
+    throw new RangeError(`signMembership: timestamp must be a finite number of Unix seconds (got ${describeType(timestamp)})`);
+  }
+  checkSecret(secret, "signMembership: secret");
+  return createHmac("sha256", secret).update(membershipCanonical(version, workerId, timestamp)).digest("hex");
+}
+
+/**
+ * Imports secrets as HMAC key objects once, so the hot path skips key handling. Shared with the
+ * manifest gate. Throws (without echoing any secret) on an empty list or an empty/non-string entry.
+ */
+export function importSecrets(secrets: unknown, owner: string): KeyObject[] {
+  if (!Array.isArray(secrets) || secrets.length === 0) {
+    throw new TypeError(
+      `${owner}: secrets must be a non-empty array of strings; pass the current secret, plus the previous one while rotating`,
+    );
+  }
+  return secrets.map((secret: unknown, index) => {
+    checkSecret(secret, `${owner}: secrets[${index}]`);
+    return createSecretKey(Buffer.from(secret, "utf8"));
+  });
+}
+
+/**
+ * Whether `hexToken` is the HMAC-SHA256 of `message` under any of `keys`, compared in constant
+ * time. The caller has already checked `hexToken` is 64 hex characters.
+ */
+export function hmacMatchesAny(keys: readonly KeyObject[], message: string, hexToken: string): boolean {
+  const expected = Buffer.from(hexToken, "hex");
+  for (const key of keys) {
+    if (timingSafeEqual(createHmac("sha256", key).update(message).digest(), expected)) return true;
+  }
+  return false;
+}
+
+/** True for a string of exactly 64 hex digits (either case), the only shape a token can have. */
+export function isHexDigest(token: unknown): token is string {
+  return typeof token === "string" && token.length === 64 && HEX64.test(token);
+}
+
+/** Checks membership tokens. Construct once and reuse: secrets are imported at construction. */
+export class MembershipVerifier {
+  readonly expectedVersion: string | undefined;
+  readonly maxAgeSeconds: number;
+  readonly #keys: KeyObject[];
+  readonly #clock: Clock;
+
+  constructor(options: MembershipVerifierOptions) {
+    if (options === null || typeof options !== "object") {
+      throw new TypeError("MembershipVerifier: options must be an object with at least { secrets }");
+    }
+    const { secrets, expectedVersion, maxAgeSeconds = 300, clock = systemClock } = options;
+    this.#keys = importSecrets(secrets, "MembershipVerifier");
+    if (expectedVersion !== undefined && (typeof expectedVersion !== "string" || expectedVersion.length === 0)) {
+      throw new TypeError("MembershipVerifier: expectedVersion must be a non-empty string when given");
+    }
+    if (typeof maxAgeSeconds !== "number" || !Number.isFinite(maxAgeSeconds) || maxAgeSeconds <= 0) {
+      throw new RangeError(
+        `MembershipVerifier: maxAgeSeconds must be a positive finite number of seconds (got ${describeType(maxAgeSeconds)})`,
+      );
+    }
+    if (typeof clock !== "function") throw new TypeError("MembershipVerifier: clock must be a function returning Unix seconds");
+    this.expectedVersion = expectedVersion;
+    this.maxAgeSeconds = maxAgeSeconds;
+    this.#clock = clock;
+  }
+
+  /** Throws `MembershipError` unless the token is authentic, for the expected version, and fresh. */
+  verify(claim: MembershipClaim): void {
+    const failure = this.#check(claim);
+    if (failure !== undefined) throw failure();
+  }
+
+  /** Like `verify`, but answers with a boolean (and allocates no error on failure). */
+  isValid(claim: MembershipClaim): boolean {
+    return this.#check(claim) === undefined;
+  }
+
+  // Returns a thunk so `isValid` never pays for building an Error and its stack.
+  #check(claim: MembershipClaim): (() => MembershipError) | undefined {
+    if (claim === null || typeof claim !== "object") {
+      return () => new MembershipError("malformed", "membership claim must be an object { token, version, workerId, timestamp }");
+    }
+    const { token, version, workerId, timestamp } = claim;
+    if (!isHexDigest(token)) {
+      return () => new MembershipError("malformed", "membership token must be 64 hex characters (an HMAC-SHA256 digest)");
+    }
+    if (typeof version !== "string") {
+      return () => new MembershipError("malformed", `membership version must be a string (got ${describeType(version)})`);
+    }
+    if (typeof workerId !== "string") {
+      return () => new MembershipError("malformed", `membership workerId must be a string (got ${describeType(workerId)})`);
+    }
+    if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) {
+      return () =>
+        new MembershipError("malformed", `membership timestamp must be a finite number of Unix seconds (got ${describeType(timestamp)})`);
+    }
+    const expected = this.expectedVersion;
+    if (expected !== undefined && version !== expected) {
+      return () =>
+        new MembershipError("version_mismatch", `membership is for version ${JSON.stringify(version)}, expected ${JSON.stringify(expected)}`);
+    }
+    const age = this.#clock() - timestamp;
+    if (age > this.maxAgeSeconds) {
+      return () =>
+        new MembershipError("stale", `membership token is ${age.toFixed(3)} s old, more than maxAgeSeconds=${this.maxAgeSeconds}; re-sign it`);
+    }
+    if (-age > this.maxAgeSeconds) {
+      return () =>
+        new MembershipError(
+          "future",
+          `membership token is dated ${(-age).toFixed(3)} s in the future, more than maxAgeSeconds=${this.maxAgeSeconds}; check clock skew`,
+        );
+    }
+    if (!hmacMatchesAny(this.#keys, membershipCanonical(version, workerId, timestamp), token)) {
+      return () => new MembershipError("bad_signature", "membership token signature does not match any configured secret");
+    }
+    return undefined;
+  }
+}
