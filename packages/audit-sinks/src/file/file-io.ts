@@ -1,0 +1,82 @@
+import { constants } from "node:fs";
+import { open, readdir, rename, stat } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+
+/**
+ * The few file operations the sink performs. The default is Node's `fs`; tests wrap it to
+ * inject faults (a full disk, a failing fsync, writes split into pieces) while the real
+ * file system still runs underneath.
+ */
+export interface AuditFileIo {
+  /** Opens an existing file for read+write (`create: false`) or creates a new one exclusively. */
+  open(path: string, options: { create: boolean; mode: number }): Promise<AuditFileHandle>;
+  rename(from: string, to: string): Promise<void>;
+  readdir(dir: string): Promise<string[]>;
+  /** Makes a directory's entries (new and renamed files) durable. */
+  syncDir(dir: string): Promise<void>;
+  /** Mode bits of a path, or undefined if it does not exist. */
+  modeOf(path: string): Promise<number | undefined>;
+}
+
+export interface AuditFileHandle {
+  /** Writes at `position`; may write fewer bytes than asked (returns how many). */
+  write(data: Uint8Array, position: number): Promise<number>;
+  read(into: Uint8Array, position: number): Promise<number>;
+  datasync(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  size(): Promise<number>;
+  chmod(mode: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+class NodeHandle implements AuditFileHandle {
+  constructor(private readonly fh: FileHandle) {}
+  async write(data: Uint8Array, position: number): Promise<number> {
+    return (await this.fh.write(data, 0, data.byteLength, position)).bytesWritten;
+  }
+  async read(into: Uint8Array, position: number): Promise<number> {
+    return (await this.fh.read(into, 0, into.byteLength, position)).bytesRead;
+  }
+  datasync(): Promise<void> {
+    return this.fh.datasync();
+  }
+  truncate(length: number): Promise<void> {
+    return this.fh.truncate(length);
+  }
+  async size(): Promise<number> {
+    return (await this.fh.stat()).size;
+  }
+  chmod(mode: number): Promise<void> {
+    return this.fh.chmod(mode);
+  }
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+export const nodeFileIo: AuditFileIo = {
+  async open(path, { create, mode }) {
+    const flags = create
+      ? constants.O_RDWR | constants.O_CREAT | constants.O_EXCL
+      : constants.O_RDWR;
+    return new NodeHandle(await open(path, flags, mode));
+  },
+  rename,
+  readdir: (dir) => readdir(dir),
+  async syncDir(dir) {
+    const fh = await open(dir, constants.O_RDONLY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  },
+  async modeOf(path) {
+    try {
+      return (await stat(path)).mode & 0o7777;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw error;
+    }
+  },
+};
