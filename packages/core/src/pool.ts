@@ -1,0 +1,481 @@
+import { EventEmitter } from "node:events";
+import { hostname } from "node:os";
+import type { Span, Tracer } from "@opentelemetry/api";
+import { AuditEventType, AuditLog, type AuditSink } from "./audit.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import {
+  canTransition,
+  isDrainingState,
+  JobRejectedError,
+  stateAccepts,
+  type DrainOptions,
+  type PoolState,
+  type RejectReason,
+} from "./drain.ts";
+import { stderrLogger, type Logger } from "./logger.ts";
+import { PoolMetrics, type MetricsOptions, type WorkerStatusSource } from "./metrics.ts";
+import {
+  errorMessage,
+  SessionRegistry,
+  type LiveSessionView,
+  type SessionEnd,
+  type SessionInfo,
+  type SessionOutcome,
+  type SessionStatus,
+} from "./sessions.ts";
+import { RuntimeSnapshot } from "./snapshot.ts";
+import { InvalidMetadataError, parseMetadata } from "./tenant.ts";
+import { SessionTracer } from "./tracing.ts";
+
+/** Anything that can say whether a version is in the active manifest (see `ManifestGate`). */
+export interface MembershipGate {
+  isMember(version: string | null): boolean;
+  subscribe(listener: () => void): () => void;
+}
+
+export interface AgentPoolOptions {
+  /** The version this worker runs, e.g. "v2.0.0". Trimmed; blank is an error; omit for untagged. */
+  deploymentVersion?: string;
+  /** Stable id of this worker; an integration may replace it on registration (`markReady`). */
+  workerId?: string;
+  /**
+   * How long a drain may take before it is marked stuck. Passing it kills nothing: calls keep
+   * running and an operator is told (snapshot, metric, audit event). Default: 1 hour.
+   */
+  drainTimeoutMs?: number;
+  auditSinks?: readonly AuditSink[];
+  /** The audit chain's origin id; default: derived from host, pid and a random part. */
+  auditOrigin?: string;
+  /** Gate on the active manifest: a worker whose version is not active stops accepting jobs. */
+  membership?: MembershipGate;
+  clock?: Clock;
+  metrics?: MetricsOptions;
+  tracer?: Tracer;
+  logger?: Logger;
+}
+
+export interface StartSessionOptions {
+  jobId: string;
+  agentName?: string;
+  roomName?: string;
+  /** The LiveKit job metadata: a JSON string or an object. `tenant` is read from it. */
+  metadata?: unknown;
+}
+
+export interface CloseOptions extends DrainOptions {
+  /**
+   * Close even though calls are live. Those calls are dropped: each ends as `failed`, and the
+   * count is recorded (`openrtc_dropped_sessions_total`, a `worker.exited` audit event).
+   */
+  dropLiveSessions?: boolean;
+  /** Bound on waiting for audit sinks to acknowledge. Default 5 s. */
+  auditFlushTimeoutMs?: number;
+}
+
+export interface CloseResult {
+  droppedSessions: number;
+}
+
+export interface PoolEvents {
+  state: [state: PoolState, previous: PoolState];
+  sessionStarted: [info: SessionInfo];
+  sessionEnded: [info: SessionInfo, outcome: SessionOutcome];
+  rejected: [error: JobRejectedError];
+  drainStuck: [live: LiveSessionView[]];
+}
+
+const DEFAULT_DRAIN_TIMEOUT_MS = 60 * 60 * 1000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A live call held by the pool. `end()` is idempotent. */
+export class Session {
+  private outcomeValue: SessionOutcome | undefined;
+
+  /** @internal */
+  constructor(
+    readonly info: SessionInfo,
+    /** @internal */ readonly span: Span,
+    private readonly pool: AgentPool,
+  ) {}
+
+  get ended(): boolean {
+    return this.outcomeValue !== undefined;
+  }
+
+  get outcome(): SessionOutcome | undefined {
+    return this.outcomeValue;
+  }
+
+  /** Ends the call. Returns false when it had already ended (counted once). */
+  end(end: SessionEnd = { status: "success" }): boolean {
+    if (this.outcomeValue !== undefined) return false;
+    this.outcomeValue = this.pool._end(this, end);
+    return true;
+  }
+}
+
+/**
+ * One worker's drain, sessions, membership, audit log and metrics. Platform-agnostic: an
+ * integration (LiveKit, Kubernetes, systemd) drives it through this API.
+ */
+export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusSource {
+  readonly deploymentVersion: string | null;
+  readonly auditLog: AuditLog;
+  readonly metrics: PoolMetrics;
+  /** Resolves once the pool is draining and no call is live. */
+  readonly drained: Promise<void>;
+  readonly logger: Logger;
+
+  private stateValue: PoolState = "starting";
+  private workerIdValue: string;
+  private memberValue = true;
+  private rejectedJobs = 0;
+  private drainStartedAtValue: number | null = null;
+  private drainStuckValue = false;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private closing: Promise<CloseResult> | undefined;
+  private resolveDrained!: () => void;
+  private unsubscribeMembership: (() => void) | undefined;
+  private readonly sessions = new SessionRegistry<Session>();
+  private readonly clock: Clock;
+  private readonly startedAt: number;
+  private readonly drainTimeoutMs: number;
+  private readonly membership: MembershipGate | undefined;
+  private readonly tracer: SessionTracer;
+
+  constructor(options: AgentPoolOptions = {}) {
+    super();
+    this.deploymentVersion = normalizeVersion(options.deploymentVersion);
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? stderrLogger;
+    this.startedAt = this.clock();
+    this.workerIdValue = options.workerId ?? `${hostname()}-${process.pid}`;
+    const drainTimeoutMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+    if (!(drainTimeoutMs > 0) || !Number.isFinite(drainTimeoutMs)) {
+      throw new TypeError(`drainTimeoutMs must be a positive number of milliseconds, got ${String(options.drainTimeoutMs)}`);
+    }
+    this.drainTimeoutMs = drainTimeoutMs;
+    this.tracer = new SessionTracer(options.tracer);
+    this.metrics = new PoolMetrics(this, options.metrics);
+    const metrics = this.metrics;
+    const logger = this.logger;
+    this.auditLog = new AuditLog({
+      sinks: options.auditSinks ?? [],
+      clock: this.clock,
+      version: this.deploymentVersion,
+      ...(options.auditOrigin === undefined ? {} : { origin: options.auditOrigin }),
+      hooks: {
+        onEmit: (record) => metrics.auditEvent(record.event),
+        onSinkError: (sink, error) => {
+          metrics.auditSinkError(sink);
+          logger.warn({ sink, err: errorMessage(error) }, "audit sink failed; the batch is kept and retried");
+        },
+        onDropped: (sink, count) => {
+          logger.error({ sink, count }, "audit sink queue overflowed; records for this sink were dropped");
+        },
+      },
+    });
+    this.drained = new Promise((resolve) => {
+      this.resolveDrained = resolve;
+    });
+    this.membership = options.membership;
+    if (this.membership !== undefined) {
+      this.memberValue = this.membership.isMember(this.deploymentVersion);
+      this.unsubscribeMembership = this.membership.subscribe(() => this.refreshMembership());
+    }
+  }
+
+  get state(): PoolState {
+    return this.stateValue;
+  }
+
+  get workerId(): string {
+    return this.workerIdValue;
+  }
+
+  get draining(): boolean {
+    return isDrainingState(this.stateValue);
+  }
+
+  get member(): boolean {
+    return this.memberValue;
+  }
+
+  /** Whether a new job would be accepted now. */
+  get accepting(): boolean {
+    return stateAccepts(this.stateValue) && this.memberValue;
+  }
+
+  /** Ready for traffic: serving and a member of the active manifest (what `/readyz` answers). */
+  get ready(): boolean {
+    return this.stateValue === "serving" && this.memberValue;
+  }
+
+  get drainStuck(): boolean {
+    return this.drainStuckValue;
+  }
+
+  get activeSessions(): number {
+    return this.sessions.size;
+  }
+
+  /** The reason a new job would be refused now, or undefined when it would be accepted. */
+  rejectReason(): RejectReason | undefined {
+    if (!stateAccepts(this.stateValue)) return "draining";
+    if (!this.memberValue) return "membership";
+    return undefined;
+  }
+
+  /** `starting` → `serving`: called once the worker is registered with its platform. */
+  markReady(options: { workerId?: string } = {}): void {
+    if (options.workerId !== undefined && options.workerId !== "") this.workerIdValue = options.workerId;
+    if (this.stateValue === "starting") this.transition("serving");
+  }
+
+  /**
+   * Starts tracking a call. Throws `JobRejectedError` (and records a `worker.rejected` audit
+   * event) when the pool is draining, not a member of the active manifest, or the job's
+   * metadata is malformed.
+   */
+  startSession(options: StartSessionOptions): Session {
+    const jobId = options.jobId;
+    if (typeof jobId !== "string" || jobId === "") {
+      throw new TypeError("startSession needs a non-empty jobId (the LiveKit job id)");
+    }
+    const reason = this.rejectReason();
+    if (reason !== undefined) {
+      throw this.reject(jobId, reason, reason === "draining" ? "worker is draining" : "worker version is not in the active manifest");
+    }
+    if (this.sessions.has(jobId)) {
+      throw new Error(`a session for job ${jobId} is already live on this worker; end it before starting it again`);
+    }
+    let parsed;
+    try {
+      parsed = parseMetadata(options.metadata);
+    } catch (error) {
+      if (error instanceof InvalidMetadataError) throw this.reject(jobId, "invalid_metadata", error.message);
+      throw error;
+    }
+    const info: SessionInfo = {
+      jobId,
+      agentName: options.agentName ?? "",
+      roomName: options.roomName ?? "",
+      deploymentVersion: this.deploymentVersion,
+      tenant: parsed.tenant,
+      metadata: parsed.metadata,
+      startedAt: this.clock(),
+    };
+    const session = new Session(info, this.tracer.start(info), this);
+    this.sessions.add(session);
+    this.metrics.sessionStarted(info.tenant);
+    this.emit("sessionStarted", info);
+    return session;
+  }
+
+  /** The live session for a job, if any. */
+  session(jobId: string): Session | undefined {
+    return this.sessions.get(jobId);
+  }
+
+  /**
+   * Records a job the integration refused before it became a session (e.g. answered unavailable
+   * to the dispatcher), with the same audit event and metric as `startSession`'s rejections.
+   */
+  reject(jobId: string, reason: RejectReason, message: string): JobRejectedError {
+    this.rejectedJobs++;
+    this.metrics.jobRejected(reason);
+    this.auditLog.emit(AuditEventType.WorkerRejected, {
+      target: jobId,
+      result: "rejected",
+      reason,
+      job_id: jobId,
+      message,
+    });
+    const error = new JobRejectedError(reason, jobId, `job ${jobId} rejected: ${message}`);
+    this.emit("rejected", error);
+    return error;
+  }
+
+  /** @internal Called by `Session.end`. */
+  _end(session: Session, end: SessionEnd): SessionOutcome {
+    const status = normalizeStatus(end.status);
+    const endedAt = this.clock();
+    const error = errorMessage(end.error);
+    const outcome: SessionOutcome = {
+      status,
+      endedAt,
+      durationSeconds: Math.max(0, endedAt - session.info.startedAt),
+      ...(error === undefined ? {} : { error }),
+    };
+    if (!this.sessions.remove(session, status)) return outcome;
+    this.metrics.sessionEnded(session.info.tenant, status, outcome.durationSeconds);
+    this.tracer.end(session.span, outcome);
+    this.emit("sessionEnded", session.info, outcome);
+    if (this.stateValue === "draining" && this.sessions.size === 0) this.finishDrain();
+    return outcome;
+  }
+
+  /**
+   * Stops accepting new jobs; live calls run to hang-up. Non-blocking and idempotent: only the
+   * first call changes anything and writes `deployment.drain_started`.
+   */
+  beginDrain(options: DrainOptions = {}): void {
+    if (this.draining || this.stateValue === "closed") return;
+    const actor = options.actor ?? "system";
+    const now = this.clock();
+    this.drainStartedAtValue = now;
+    this.transition("draining");
+    this.auditLog.emit(AuditEventType.DrainStarted, {
+      actor,
+      target: "worker",
+      worker_id: this.workerIdValue,
+      active_sessions: this.sessions.size,
+      ...(options.reason === undefined ? {} : { reason: options.reason }),
+    });
+    for (const session of this.sessions.live.values()) this.tracer.drainBegan(session.span, now, actor, options.reason);
+    if (this.sessions.size === 0) {
+      this.finishDrain();
+      return;
+    }
+    this.drainTimer = setTimeout(() => this.markDrainStuck(), Math.min(this.drainTimeoutMs, MAX_TIMER_MS));
+    this.drainTimer.unref();
+  }
+
+  runtimeSnapshot(): RuntimeSnapshot {
+    const now = this.clock();
+    return new RuntimeSnapshot(
+      now,
+      Math.max(0, now - this.startedAt),
+      this.workerIdValue,
+      this.deploymentVersion,
+      this.draining,
+      this.stateValue,
+      this.sessions.size,
+      this.sessions.started,
+      this.sessions.failures,
+      this.sessions.byAgent(),
+      this.sessions.byTenant(),
+      this.rejectedJobs,
+      this.drainStartedAtValue,
+      this.drainStuckValue,
+      this.memberValue,
+      this.drainStuckValue ? this.sessions.liveSessions(now) : [],
+    );
+  }
+
+  /** Live calls with their ages, oldest first. */
+  liveSessions(): LiveSessionView[] {
+    return this.sessions.liveSessions(this.clock());
+  }
+
+  /**
+   * Closes the pool: writes `worker.exited`, flushes and closes the audit sinks. With calls
+   * still live this refuses unless `dropLiveSessions` is set; then each is ended as `failed`
+   * and counted as dropped.
+   */
+  close(options: CloseOptions = {}): Promise<CloseResult> {
+    this.closing ??= this.closeOnce(options).catch((error: unknown) => {
+      this.closing = undefined;
+      throw error;
+    });
+    return this.closing;
+  }
+
+  private async closeOnce(options: CloseOptions): Promise<CloseResult> {
+    const live = [...this.sessions.live.values()];
+    if (live.length > 0 && options.dropLiveSessions !== true) {
+      throw new Error(
+        `refusing to close with ${live.length} live call(s): drain first (beginDrain, then await pool.drained), or pass { dropLiveSessions: true } to drop them on purpose`,
+      );
+    }
+    if (this.drainTimer !== undefined) clearTimeout(this.drainTimer);
+    this.unsubscribeMembership?.();
+    this.metrics.sessionsDropped(live.length);
+    for (const session of live) session.end({ status: "failed", error: "dropped: worker closed with the call live" });
+    this.auditLog.emit(AuditEventType.WorkerExited, {
+      actor: options.actor ?? "system",
+      target: "worker",
+      result: live.length > 0 ? "dropped" : "ok",
+      worker_id: this.workerIdValue,
+      dropped_sessions: live.length,
+      total_sessions_started: this.sessions.started,
+      ...(options.reason === undefined ? {} : { reason: options.reason }),
+    });
+    this.transition("closed");
+    await this.auditLog.close({ timeoutMs: options.auditFlushTimeoutMs ?? 5000 });
+    return { droppedSessions: live.length };
+  }
+
+  private finishDrain(): void {
+    if (this.drainTimer !== undefined) clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
+    const wasStuck = this.drainStuckValue;
+    this.drainStuckValue = false;
+    this.transition("drained");
+    this.auditLog.emit(AuditEventType.DrainCompleted, {
+      target: "worker",
+      worker_id: this.workerIdValue,
+      drain_seconds: this.drainStartedAtValue === null ? 0 : Math.max(0, this.clock() - this.drainStartedAtValue),
+      was_stuck: wasStuck,
+    });
+    this.resolveDrained();
+  }
+
+  private markDrainStuck(): void {
+    this.drainTimer = undefined;
+    if (this.stateValue !== "draining" || this.sessions.size === 0) return;
+    this.drainStuckValue = true;
+    const live = this.liveSessions();
+    this.auditLog.emit(AuditEventType.DrainStuck, {
+      target: "worker",
+      result: "stuck",
+      worker_id: this.workerIdValue,
+      drain_timeout_seconds: this.drainTimeoutMs / 1000,
+      active_sessions: live.length,
+      // Bounded: an operator needs the oldest calls, not every one of ten thousand.
+      sessions: live.slice(0, 50).map((s) => ({ job_id: s.job_id, tenant: s.tenant, age_seconds: s.age_seconds })),
+    });
+    this.logger.warn(
+      { active_sessions: live.length, oldest_age_seconds: live[0]?.age_seconds },
+      "drain timeout passed with calls still live; nothing was killed, investigate the stalled calls",
+    );
+    this.emit("drainStuck", live);
+  }
+
+  private refreshMembership(): void {
+    if (this.membership === undefined) return;
+    const member = this.membership.isMember(this.deploymentVersion);
+    if (member === this.memberValue) return;
+    this.memberValue = member;
+    this.auditLog.emit(AuditEventType.MembershipChanged, {
+      target: "worker",
+      result: member ? "member" : "not_member",
+      worker_id: this.workerIdValue,
+      member,
+    });
+  }
+
+  private transition(to: PoolState): void {
+    const from = this.stateValue;
+    if (!canTransition(from, to)) throw new Error(`internal: illegal pool state transition ${from} → ${to}`);
+    this.stateValue = to;
+    this.emit("state", to, from);
+  }
+}
+
+function normalizeVersion(version: string | undefined): string | null {
+  if (version === undefined) return null;
+  if (typeof version !== "string") {
+    throw new TypeError(`deploymentVersion must be a string such as "v2.0.0", got ${typeof version}`);
+  }
+  const trimmed = version.trim();
+  if (trimmed === "") {
+    throw new TypeError('deploymentVersion is blank: pass the version this worker runs (e.g. "v2.0.0"), or omit it for an untagged worker');
+  }
+  return trimmed;
+}
+
+function normalizeStatus(status: SessionStatus): SessionStatus {
+  if (status === "success" || status === "failed" || status === "cancelled") return status;
+  throw new TypeError(`session status must be "success", "failed" or "cancelled", got ${JSON.stringify(status)}`);
+}
