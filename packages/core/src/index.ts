@@ -13,3 +13,20 @@ export {
   rotatedAuditFilePath,
 } from "./audit-files.ts";
 export type { AuditFileBase, AuditFileLine } from "./audit-files.ts";
+export { AgentPool, Session } from "./pool.ts";
+export type { AgentPoolOptions, CloseOptions, CloseResult, MembershipGate, PoolEvents, StartSessionOptions } from "./pool.ts";
+export { JobRejectedError } from "./drain.ts";
+export type { DrainOptions, PoolState, RejectReason } from "./drain.ts";
+export type { LiveSessionView, SessionEnd, SessionInfo, SessionOutcome, SessionStatus } from "./sessions.ts";
+export { RuntimeSnapshot, SNAPSHOT_KEYS } from "./snapshot.ts";
+export type { RuntimeSnapshotJSON } from "./snapshot.ts";
+export { DEFAULT_TENANT, InvalidMetadataError, parseMetadata } from "./tenant.ts";
+export { METRIC_NAMES, OTHER_TENANT, PoolMetrics } from "./metrics.ts";
+export type { MetricsOptions } from "./metrics.ts";
+export { SESSION_SPAN_NAME, SessionAttributes } from "./tracing.ts";
+export { createControlServer } from "./control-server.ts";
+export type { ControlServer, ControlServerOptions } from "./control-server.ts";
+export { attachProcessLifecycle, FORCED_EXIT_CODE } from "./lifecycle.ts";
+export type { ProcessLifecycle, ProcessLifecycleOptions } from "./lifecycle.ts";
+export { silentLogger, stderrLogger } from "./logger.ts";
+export type { Logger } from "./logger.ts";

@@ -1,0 +1,105 @@
+import { describe, expect, test } from "vitest";
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+
+const fixture = fileURLToPath(new URL("../test/fixtures/signal-worker.ts", import.meta.url));
+
+interface Worker {
+  child: ChildProcessWithoutNullStreams;
+  url: string;
+  lines: string[];
+  waitFor(prefix: string): Promise<string>;
+  send(command: string): void;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  audit(): Record<string, unknown>[];
+}
+
+/** Starts the fixture as a real child process and follows its stdout line by line. */
+async function startWorker(): Promise<Worker> {
+  const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", fixture], { stdio: ["pipe", "pipe", "pipe"] });
+  const lines: string[] = [];
+  const waiters: { prefix: string; resolve: (line: string) => void }[] = [];
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d.toString()));
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    lines.push(line);
+    for (const w of [...waiters]) {
+      if (line.startsWith(w.prefix)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const waitFor = (prefix: string) => {
+    const seen = lines.find((l) => l.startsWith(prefix));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise<string>((resolve, reject) => {
+      waiters.push({ prefix, resolve });
+      void exited.then(() => reject(new Error(`worker exited before printing ${prefix}; stderr: ${stderr}`)));
+    });
+  };
+  const ready = await waitFor("READY ");
+  return {
+    child,
+    url: ready.slice("READY ".length),
+    lines,
+    waitFor,
+    send: (command) => child.stdin.write(`${command}\n`),
+    exited,
+    audit: () => lines.filter((l) => l.startsWith("AUDIT ")).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>),
+  };
+}
+
+async function snapshot(url: string): Promise<Record<string, unknown>> {
+  return (await (await fetch(`${url}/snapshot`)).json()) as Record<string, unknown>;
+}
+
+describe("a real worker process and real signals", () => {
+  test("SIGTERM with a live call: drains, rejects new jobs, exits 0 only after the call ends", async () => {
+    const w = await startWorker();
+    w.send("start call-1");
+    await w.waitFor("STARTED call-1");
+    w.child.kill("SIGTERM");
+    // Still alive and draining, holding the call: the snapshot is served by the process itself.
+    await expect.poll(async () => (await snapshot(w.url)).draining).toBe(true);
+    expect(await snapshot(w.url)).toMatchObject({ active_sessions: 1, state: "draining" });
+    expect((await fetch(`${w.url}/readyz`)).status).toBe(503);
+    w.send("start call-2");
+    expect(await w.waitFor("REJECTED call-2")).toContain("draining");
+    // A second SIGTERM never drops the call.
+    w.child.kill("SIGTERM");
+    expect(await snapshot(w.url)).toMatchObject({ active_sessions: 1 });
+    expect(w.child.exitCode).toBeNull();
+    w.send("end call-1");
+    const exit = await w.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    const events = w.audit().map((r) => r.event);
+    expect(events).toEqual(["deployment.drain_started", "worker.rejected", "deployment.drain_completed", "worker.exited"]);
+    expect(w.audit()[0]).toMatchObject({ actor: "signal:SIGTERM", active_sessions: 1 });
+    expect(w.audit().at(-1)).toMatchObject({ result: "ok", dropped_sessions: 0 });
+    expect(w.lines.indexOf("ENDED call-1")).toBeGreaterThan(-1);
+  });
+
+  test("a second SIGINT forces exit and records how many live calls it dropped", async () => {
+    const w = await startWorker();
+    w.send("start a");
+    w.send("start b");
+    await w.waitFor("STARTED b");
+    w.child.kill("SIGINT");
+    await expect.poll(async () => (await snapshot(w.url)).draining).toBe(true);
+    w.child.kill("SIGINT");
+    const exit = await w.exited;
+    expect(exit.code).toBe(130);
+    const exited = w.audit().find((r) => r.event === "worker.exited");
+    expect(exited).toMatchObject({ result: "dropped", dropped_sessions: 2, actor: "signal:SIGINT" });
+  });
+
+  test("drain begun over HTTP with no live call exits 0", async () => {
+    const w = await startWorker();
+    expect((await fetch(`${w.url}/drain`, { method: "POST", body: JSON.stringify({ actor: "ci" }) })).status).toBe(202);
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    expect(w.audit().map((r) => r.event)).toEqual(["deployment.drain_started", "deployment.drain_completed", "worker.exited"]);
+  });
+});
