@@ -1,11 +1,24 @@
 import type { EventEmitter } from "node:events";
+import type { TypedEmitter } from "./types.ts";
 
 /**
  * Resolves with the listener arguments of the first `event` whose arguments satisfy
  * `predicate`; rejects after `timeoutMs` with a message naming the event. Tests wait on
  * events this way instead of sleeping.
  */
-export function waitForEvent<A extends unknown[] = unknown[]>(
+export function waitForEvent<E extends Record<string, unknown[]>, K extends keyof E & string>(
+  emitter: TypedEmitter<E>,
+  event: K,
+  predicate?: (...args: E[K]) => boolean,
+  timeoutMs?: number,
+): Promise<E[K]>;
+export function waitForEvent(
+  emitter: EventEmitter,
+  event: string,
+  predicate?: (...args: any[]) => boolean,
+  timeoutMs?: number,
+): Promise<unknown[]>;
+export function waitForEvent<A extends unknown[]>(
   emitter: EventEmitter,
   event: string,
   predicate: (...args: A) => boolean = () => true,
