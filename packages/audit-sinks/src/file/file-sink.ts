@@ -531,7 +531,9 @@ function octal(mode: number): string {
 
 function describe(error: unknown): string {
   const e = error as NodeJS.ErrnoException;
-  return e?.code !== undefined ? `${e.code}: ${e.message}` : String((e as Error)?.message ?? error);
+  const message = String(e?.message ?? error);
+  // Node's fs messages already start with the code ("ENOENT: no such file...").
+  return e?.code !== undefined && !message.startsWith(e.code) ? `${e.code}: ${message}` : message;
 }
 
 function openError(path: string, error: unknown): FileSinkError {

@@ -1,0 +1,174 @@
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { listAuditFiles, readAuditFiles } from "@openrtc/core";
+import type { AuditRecord } from "@openrtc/core";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FileSinkError, fileSink, openFileSink } from "./file-sink.ts";
+import { chain, chainProblems, errno, faultyIo, readRecords, tempDir } from "./test-helpers.ts";
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let path: string;
+beforeEach(async () => {
+  ({ dir, cleanup } = await tempDir());
+  path = join(dir, "audit.jsonl");
+});
+afterEach(async () => {
+  await cleanup();
+});
+
+const lines = (records: readonly object[]): string => records.map((r) => `${JSON.stringify(r)}\n`).join("");
+
+describe("unusable paths", () => {
+  it("a missing directory fails the write with a clear error, and a later write succeeds once it exists", async () => {
+    const nested = join(dir, "logs", "audit.jsonl");
+    const sink = fileSink({ path: nested });
+    const error = await sink.write(chain(1)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FileSinkError);
+    expect((error as Error).message).toBe(
+      `cannot open audit file ${nested}: ENOENT: no such file or directory, scandir '${join(dir, "logs")}'; create its directory first`,
+    );
+    await mkdir(join(dir, "logs"));
+    await sink.write(chain(1));
+    await sink.close();
+    expect(await readRecords(nested)).toHaveLength(1);
+  });
+
+  it("openFileSink fails fast on a path under a regular file", async () => {
+    await writeFile(join(dir, "file"), "");
+    await expect(openFileSink({ path: join(dir, "file", "audit.jsonl") })).rejects.toThrow(
+      /cannot open audit file .*file\/audit\.jsonl: ENOTDIR: .*; `path` must name a file inside an existing directory/,
+    );
+  });
+
+  it("fails every queued batch when the file cannot be opened", async () => {
+    const sink = fileSink({ path: join(dir, "missing", "audit.jsonl") });
+    const results = await Promise.allSettled([sink.write(chain(1)), sink.write(chain(1)), sink.write(chain(1))]);
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "rejected"]);
+  });
+
+  it.skipIf(process.getuid?.() === 0)("a directory without write permission gives EACCES and a hint", async () => {
+    await chmod(dir, 0o500);
+    try {
+      await expect(openFileSink({ path })).rejects.toThrow(
+        /cannot open audit file .*: EACCES: .*; give this process write permission on the file and its directory/,
+      );
+    } finally {
+      await chmod(dir, 0o700);
+    }
+  });
+});
+
+describe("disk errors", () => {
+  it("a disk filling up mid-write rejects the batch and leaves no partial line behind", async () => {
+    const records = chain(6);
+    const io = faultyIo({ write: (call) => (call === 2 ? { written: 50, error: errno("ENOSPC", "no space left on device") } : undefined) });
+    const sink = fileSink({ path, io });
+    await sink.write(records.slice(0, 2));
+    await expect(sink.write(records.slice(2, 4))).rejects.toThrow(
+      `cannot write audit records to ${path}: ENOSPC: no space left on device`,
+    );
+    expect(await readFile(path, "utf8")).toBe(lines(records.slice(0, 2)));
+    // The AuditLog retries the same records; they land exactly once.
+    await sink.write(records.slice(2, 4));
+    await sink.write(records.slice(4));
+    await sink.close();
+    const all = await readRecords(path);
+    expect(all.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(chainProblems(all)).toEqual([]);
+  });
+
+  it("a failed fdatasync rejects the batch (never acknowledged) and the retry writes it once", async () => {
+    const records = chain(4);
+    const io = faultyIo({ datasync: (call) => (call === 2 ? errno("EIO", "i/o error") : undefined) });
+    const sink = fileSink({ path, io });
+    await sink.write(records.slice(0, 2));
+    await expect(sink.write(records.slice(2))).rejects.toThrow(/EIO/);
+    expect(sink.stats()).toMatchObject({ records: 2, batches: 1 });
+    await sink.write(records.slice(2));
+    await sink.close();
+    expect((await readRecords(path)).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it("when cutting a failed write's leftovers fails too, the next write cuts them first", async () => {
+    const records = chain(3);
+    const io = faultyIo({
+      write: (call) => (call === 2 ? { written: 30, error: errno("EIO") } : undefined),
+      truncate: (call) => (call === 1 ? errno("EIO") : undefined),
+    });
+    const sink = fileSink({ path, io });
+    await sink.write(records.slice(0, 1));
+    await expect(sink.write(records.slice(1, 2))).rejects.toThrow(/EIO/);
+    expect((await readFile(path, "utf8")).length).toBe(lines(records.slice(0, 1)).length + 30);
+    await sink.write(records.slice(1));
+    await sink.close();
+    expect((await readRecords(path)).map((r) => r.seq)).toEqual([1, 2, 3]);
+  });
+
+  it("refuses to append after leftovers it still cannot cut", async () => {
+    const records = chain(2);
+    const io = faultyIo({
+      write: (call) => (call === 2 ? { written: 30, error: errno("EIO") } : undefined),
+      truncate: () => errno("EIO", "truncate failed"),
+    });
+    const sink = fileSink({ path, io });
+    await sink.write(records.slice(0, 1));
+    await expect(sink.write(records.slice(1))).rejects.toThrow(/EIO/);
+    await expect(sink.write(records.slice(1))).rejects.toThrow(/truncate failed/);
+    expect(io.calls.write).toBe(2);
+    await sink.close();
+  });
+});
+
+describe("rotation errors", () => {
+  const rotating = (records: readonly AuditRecord[]) => ({
+    maxBytes: Buffer.byteLength(lines(records.slice(0, 2))),
+  });
+
+  it("a failed rename rejects the batch, keeps the active file whole, and the next write rotates", async () => {
+    const records = chain(6);
+    const io = faultyIo({ rename: (call) => (call === 1 ? errno("EBUSY") : undefined) });
+    const sink = fileSink({ path, io, rotate: rotating(records) });
+    await sink.write(records.slice(0, 2));
+    await expect(sink.write(records.slice(2, 4))).rejects.toThrow(/cannot rotate .*audit\.jsonl to .*audit\.00000001\.jsonl: EBUSY/);
+    expect(await readFile(path, "utf8")).toBe(lines(records.slice(0, 2)));
+    await sink.write(records.slice(2, 4));
+    await sink.write(records.slice(4));
+    await sink.close();
+    const all: AuditRecord[] = [];
+    for await (const { line } of readAuditFiles(path)) all.push(JSON.parse(line) as AuditRecord);
+    expect(all.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(chainProblems(all)).toEqual([]);
+  });
+
+  it("acknowledges the batches written before a rotation failed inside one group", async () => {
+    const records = chain(6);
+    const io = faultyIo({ rename: () => errno("EBUSY") });
+    const sink = fileSink({ path, io, rotate: rotating(records) });
+    await sink.open();
+    const results = await Promise.allSettled([
+      sink.write(records.slice(0, 2)),
+      sink.write(records.slice(2, 4)),
+      sink.write(records.slice(4)),
+    ]);
+    await sink.close();
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "rejected"]);
+    expect((await readRecords(path)).map((r) => r.seq)).toEqual([1, 2]);
+  });
+
+  it("when the new active file cannot be created, the next write creates it and the chain goes on", async () => {
+    const records = chain(6);
+    const io = faultyIo({ create: (call) => (call === 2 ? errno("EMFILE", "too many open files") : undefined) });
+    const sink = fileSink({ path, io, rotate: rotating(records) });
+    await sink.write(records.slice(0, 2));
+    await expect(sink.write(records.slice(2, 4))).rejects.toThrow(/cannot open audit file .*: EMFILE/);
+    expect(await sink.lastRecord()).toEqual(records[1]);
+    await sink.write(records.slice(2, 4));
+    await sink.write(records.slice(4));
+    await sink.close();
+    expect((await listAuditFiles(path)).length).toBe(3);
+    const all: AuditRecord[] = [];
+    for await (const { line } of readAuditFiles(path)) all.push(JSON.parse(line) as AuditRecord);
+    expect(all.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+});
