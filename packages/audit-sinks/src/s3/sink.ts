@@ -1,0 +1,379 @@
+import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
+import type { AuditRecord, AuditSink } from "@openrtc/core";
+import { systemClock } from "@openrtc/core";
+import { S3FlushTimeoutError, S3SinkError, S3SpoolFullError } from "./errors.ts";
+import { auditObjectKey, normalizePrefix } from "./key.ts";
+import { loadClientS3 } from "./peer.ts";
+import { Spool } from "./spool.ts";
+import type { SpoolBatch } from "./spool.ts";
+
+export interface S3SinkOptions {
+  bucket: string;
+  /** Key prefix, e.g. `"audit/prod"`; see the key layout in key.ts / the README. */
+  prefix?: string;
+  /** A client you configured. Its own timeouts apply; each request also gets `requestTimeoutMs` as an abort signal. */
+  client?: S3Client;
+  /** Used to build a client when `client` is not given (region, endpoint, credentials, ...). */
+  clientConfig?: S3ClientConfig;
+  /**
+   * Directory on persistent storage where records wait until uploaded (required: a spool in a
+   * temporary directory would not survive the restart it exists for). Created if missing; one sink
+   * per directory.
+   */
+  spoolDir: string;
+  /** Bound of the spool (bytes not yet uploaded). When full, `write()` rejects. Default 256 MiB. */
+  spoolMaxBytes?: number;
+  batch?: {
+    /** Default 10,000. */
+    maxRecords?: number;
+    /** Default 4 MiB; a single larger record still makes an object of its own. */
+    maxBytes?: number;
+    /** How long a record may wait for more to share its object. Default 10 s. */
+    maxDelayMs?: number;
+  };
+  /** Per request (PutObject, ...). The AWS SDK waits forever on a silent server otherwise. Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Exponential backoff between failed uploads (with jitter). Defaults 500 ms → 30 s. */
+  retry?: { initialDelayMs?: number; maxDelayMs?: number };
+  /** Default wait of `flush()` before it reports what remains. Default 30 s. */
+  flushTimeoutMs?: number;
+  /** How long `close()` tries to upload what is spooled before leaving it for the next start. Default 5 s. */
+  closeTimeoutMs?: number;
+  /** S3 Object Lock retention set on each object (the bucket must have Object Lock enabled). */
+  objectLock?: { mode: "GOVERNANCE" | "COMPLIANCE"; retainDays: number };
+  /** Called after every change of the backlog (spooled, uploaded, failed), e.g. to set gauges. */
+  onBacklog?: (stats: S3SinkStats) => void;
+  /** Sink name used in metrics (`openrtc_audit_sink_errors_total{sink}`). Default `"s3"`. */
+  name?: string;
+  /** Unix seconds; default the system clock. */
+  clock?: () => number;
+}
+
+export interface S3SinkStats {
+  /** Records acknowledged to the caller and not yet in S3. */
+  spooledRecords: number;
+  spooledBytes: number;
+  /** Objects / records uploaded by this sink instance. */
+  uploadedObjects: number;
+  uploadedRecords: number;
+  /** Spool lines that no longer parsed and were moved to `<spoolDir>/quarantine.jsonl`. */
+  quarantinedLines: number;
+  /** The last upload failure (`null` once an upload succeeds again). */
+  lastError: string | null;
+  /** Failed uploads since the last success. */
+  consecutiveFailures: number;
+  /** Age of the oldest record not yet uploaded, seconds (0 when the spool is empty). */
+  oldestSpooledAgeSeconds: number;
+}
+
+export interface S3Sink extends AuditSink {
+  readonly spoolDir: string;
+  /** Resolves once the batch is durable in the local spool (fsync); uploading happens in the background. */
+  write(records: readonly AuditRecord[]): Promise<void>;
+  /**
+   * Uploads at once (no batching delay, no backoff wait) and resolves when every record spooled
+   * before the call is in S3; after `timeoutMs` (default `flushTimeoutMs`) rejects with
+   * `S3FlushTimeoutError` saying what remains. Never hangs.
+   */
+  flush(timeoutMs?: number): Promise<void>;
+  /** Tries to upload for up to `closeTimeoutMs`, then stops; anything left stays in the spool for the next sink. */
+  close(): Promise<void>;
+  stats(): S3SinkStats;
+}
+
+const MIB = 1024 * 1024;
+
+/**
+ * An audit sink writing batches of records as JSONL objects to S3. `write()` acknowledges once
+ * records are in a local durable spool, so an S3 outage never blocks the audit log and loses
+ * nothing: uploads are retried with backoff, in order, and a new sink on the same `spoolDir`
+ * (after a restart) delivers what an old one left.
+ */
+export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
+  const settings = resolveOptions(options);
+  const sdk = await loadClientS3();
+  const ownClient = options.client === undefined;
+  const client =
+    options.client ??
+    new sdk.S3Client({
+      // Uploads are retried by the sink forever; one SDK attempt keeps each try within requestTimeoutMs.
+      maxAttempts: 1,
+      ...options.clientConfig,
+      requestHandler: options.clientConfig?.requestHandler ?? {
+        requestTimeout: settings.requestTimeoutMs,
+        connectionTimeout: settings.requestTimeoutMs,
+        throwOnRequestTimeout: true,
+      },
+    });
+  const spool = await Spool.open({
+    dir: options.spoolDir,
+    maxBytes: settings.spoolMaxBytes,
+    segmentBytes: Math.max(64 * 1024, Math.min(8 * MIB, Math.floor(settings.spoolMaxBytes / 8))),
+    clock: settings.clock,
+  });
+
+  const prefix = normalizePrefix(options.prefix);
+  const stopping = new AbortController();
+  let uploadedObjects = 0;
+  let uploadedRecords = 0;
+  let lastError: string | null = null;
+  let consecutiveFailures = 0;
+  let closed = false;
+  let flushWaiters: { target: number; resolve: () => void }[] = [];
+  let wake: (() => void) | undefined;
+
+  const stats = (): S3SinkStats => ({
+    spooledRecords: spool.pendingRecords,
+    spooledBytes: spool.pendingBytes,
+    uploadedObjects,
+    uploadedRecords,
+    quarantinedLines: spool.quarantinedLines,
+    lastError,
+    consecutiveFailures,
+    oldestSpooledAgeSeconds: spool.oldestAgeSeconds(),
+  });
+  const backlog = () => ({ spooledRecords: spool.pendingRecords, spooledBytes: spool.pendingBytes, lastError });
+
+  spool.onChange = () => {
+    const done = spool.consumedRecords;
+    const ready = flushWaiters.filter((waiter) => waiter.target <= done);
+    if (ready.length > 0) {
+      flushWaiters = flushWaiters.filter((waiter) => waiter.target > done);
+      for (const waiter of ready) waiter.resolve();
+    }
+    notify();
+    try {
+      options.onBacklog?.(stats());
+    } catch {
+      // A metrics hook must not stop the uploader.
+    }
+  };
+
+  function notify(): void {
+    const resume = wake;
+    wake = undefined;
+    resume?.();
+  }
+
+  /** Sleeps until `ms` passed or something happened (a write, a flush, close). */
+  function pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(done, Math.max(0, ms)) : undefined;
+      // Background retries must not keep the process alive: the spool is durable.
+      timer?.unref();
+      function done() {
+        clearTimeout(timer);
+        if (wake === done) wake = undefined;
+        resolve();
+      }
+      wake = done;
+    });
+  }
+
+  async function upload(batch: SpoolBatch): Promise<void> {
+    const key = auditObjectKey(prefix, batch);
+    const lock = settings.objectLock;
+    const command = new sdk.PutObjectCommand({
+      Bucket: options.bucket,
+      Key: key,
+      Body: batch.body,
+      ContentType: "application/x-ndjson",
+      ...(lock && {
+        ObjectLockMode: lock.mode,
+        ObjectLockRetainUntilDate: new Date((settings.clock() + lock.retainDays * 86_400) * 1000),
+        // S3 requires an integrity checksum on uploads with a retention period.
+        ChecksumAlgorithm: "CRC32",
+      }),
+    });
+    try {
+      await client.send(command, {
+        abortSignal: AbortSignal.any([stopping.signal, AbortSignal.timeout(settings.requestTimeoutMs)]),
+      });
+    } catch (error) {
+      throw new S3SinkError(`PutObject s3://${options.bucket}/${key} failed: ${describe(error)}`, { cause: error });
+    }
+  }
+
+  async function run(): Promise<void> {
+    while (!stopping.signal.aborted) {
+      if (spool.pendingRecords === 0) {
+        await pause(Number.POSITIVE_INFINITY);
+        continue;
+      }
+      if (flushWaiters.length === 0 && !spool.hasAnnouncedBatch) {
+        const full = spool.pendingRecords >= settings.maxRecords || spool.pendingBytes >= settings.maxBytes;
+        const due = (spool.oldestSpooledAtMs() ?? 0) + settings.maxDelayMs - performance.now();
+        if (!full && due > 0) {
+          await pause(due);
+          continue;
+        }
+      }
+      let batch: SpoolBatch | undefined;
+      try {
+        batch = await spool.nextBatch({ maxRecords: settings.maxRecords, maxBytes: settings.maxBytes });
+        if (batch === undefined) continue;
+        await spool.announce(batch);
+        await upload(batch);
+      } catch (error) {
+        if (stopping.signal.aborted) break;
+        consecutiveFailures += 1;
+        lastError = describe(error);
+        spool.onChange();
+        // A flush cuts the wait short (one immediate retry per flush call).
+        await pause(backoff(consecutiveFailures, settings.retry));
+        continue;
+      }
+      uploadedObjects += 1;
+      uploadedRecords += batch.records;
+      consecutiveFailures = 0;
+      lastError = null;
+      await spool.complete(batch);
+    }
+  }
+
+  const loop = run().catch((error: unknown) => {
+    // Only local disk errors (cursor, unlink) reach here; keep them visible, retrying would spin.
+    lastError = `uploader stopped: ${describe(error)}`;
+  });
+
+  function validate(records: readonly AuditRecord[]): void {
+    for (const [index, record] of records.entries()) {
+      const problem =
+        typeof record !== "object" || record === null
+          ? "is not an object"
+          : !Number.isSafeInteger(record.seq) || record.seq < 0
+            ? `has no valid seq (got ${JSON.stringify(record.seq)})`
+            : typeof record.timestamp !== "number" || !Number.isFinite(record.timestamp)
+              ? `has no valid timestamp in Unix seconds (got ${JSON.stringify(record.timestamp)})`
+              : typeof record.origin !== "string" || record.origin === ""
+                ? `has no origin (got ${JSON.stringify(record.origin)})`
+                : undefined;
+      if (problem !== undefined) {
+        throw new TypeError(`s3Sink.write: record ${index} ${problem}; records must come from the AuditLog`);
+      }
+    }
+  }
+
+  const sink: S3Sink = {
+    name: options.name ?? "s3",
+    spoolDir: options.spoolDir,
+    async write(records) {
+      if (closed) throw new S3SinkError(`S3 audit sink for s3://${options.bucket}/${prefix} is closed`);
+      if (records.length === 0) return;
+      validate(records);
+      const bytes = Buffer.from(records.map((record) => `${JSON.stringify(record)}\n`).join(""), "utf8");
+      try {
+        await spool.append(bytes, records.length);
+      } catch (error) {
+        if (error instanceof S3SpoolFullError) {
+          // Re-raised with the upload error that explains why the spool filled up.
+          throw new S3SpoolFullError(options.spoolDir, bytes.length, backlog(), settings.spoolMaxBytes);
+        }
+        throw error;
+      }
+    },
+    flush(timeoutMs = settings.flushTimeoutMs) {
+      const target = spool.consumedRecords + spool.pendingRecords + spool.queuedRecordCount;
+      if (spool.consumedRecords >= target) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const waiter = {
+          target,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        };
+        const timer = setTimeout(() => {
+          flushWaiters = flushWaiters.filter((other) => other !== waiter);
+          reject(new S3FlushTimeoutError(timeoutMs, options.spoolDir, backlog()));
+        }, timeoutMs);
+        flushWaiters.push(waiter);
+        notify();
+      });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await sink.flush(settings.closeTimeoutMs).catch(() => {});
+      stopping.abort();
+      notify();
+      await loop;
+      await spool.close();
+      if (ownClient) client.destroy();
+    },
+    stats,
+  };
+  return sink;
+}
+
+interface Settings {
+  spoolMaxBytes: number;
+  maxRecords: number;
+  maxBytes: number;
+  maxDelayMs: number;
+  requestTimeoutMs: number;
+  retry: { initialDelayMs: number; maxDelayMs: number };
+  flushTimeoutMs: number;
+  closeTimeoutMs: number;
+  objectLock: S3SinkOptions["objectLock"];
+  clock: () => number;
+}
+
+function resolveOptions(options: S3SinkOptions): Settings {
+  const fail = (message: string): never => {
+    throw new TypeError(`s3Sink: ${message}`);
+  };
+  if (typeof options !== "object" || options === null) fail("options are required ({ bucket, spoolDir, ... })");
+  if (typeof options.bucket !== "string" || options.bucket === "") fail("bucket is required (the S3 bucket name)");
+  if (typeof options.spoolDir !== "string" || options.spoolDir === "") {
+    fail(
+      "spoolDir is required: a directory on persistent storage where records wait for upload " +
+        "(e.g. /var/lib/openrtc/audit-spool); it must survive a restart, so no temporary default is used",
+    );
+  }
+  if (options.prefix !== undefined && typeof options.prefix !== "string") fail("prefix must be a string");
+  const positive = (value: number | undefined, fallback: number, name: string): number => {
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+      fail(`${name} must be a positive number, got ${String(value)}`);
+    }
+    return value;
+  };
+  const lock = options.objectLock;
+  if (lock !== undefined) {
+    if (lock.mode !== "GOVERNANCE" && lock.mode !== "COMPLIANCE") {
+      fail(`objectLock.mode must be "GOVERNANCE" or "COMPLIANCE", got ${JSON.stringify(lock.mode)}`);
+    }
+    positive(lock.retainDays, 1, "objectLock.retainDays");
+  }
+  return {
+    spoolMaxBytes: positive(options.spoolMaxBytes, 256 * MIB, "spoolMaxBytes"),
+    maxRecords: Math.floor(positive(options.batch?.maxRecords, 10_000, "batch.maxRecords")),
+    maxBytes: positive(options.batch?.maxBytes, 4 * MIB, "batch.maxBytes"),
+    maxDelayMs: positive(options.batch?.maxDelayMs, 10_000, "batch.maxDelayMs"),
+    requestTimeoutMs: positive(options.requestTimeoutMs, 10_000, "requestTimeoutMs"),
+    retry: {
+      initialDelayMs: positive(options.retry?.initialDelayMs, 500, "retry.initialDelayMs"),
+      maxDelayMs: positive(options.retry?.maxDelayMs, 30_000, "retry.maxDelayMs"),
+    },
+    flushTimeoutMs: positive(options.flushTimeoutMs, 30_000, "flushTimeoutMs"),
+    closeTimeoutMs: positive(options.closeTimeoutMs, 5_000, "closeTimeoutMs"),
+    objectLock: lock,
+    clock: options.clock ?? systemClock,
+  };
+}
+
+/** Exponential backoff with "equal jitter": between half and all of the capped exponential delay. */
+export function backoff(failures: number, retry: { initialDelayMs: number; maxDelayMs: number }): number {
+  const capped = Math.min(retry.maxDelayMs, retry.initialDelayMs * 2 ** Math.min(30, failures - 1));
+  return capped / 2 + (Math.random() * capped) / 2;
+}
+
+function describe(error: unknown): string {
+  if (error instanceof S3SinkError) return error.message;
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return `${error.name}${typeof code === "string" && code !== error.name ? ` (${code})` : ""}: ${error.message}`;
+  }
+  return String(error);
+}
