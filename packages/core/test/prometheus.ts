@@ -148,7 +148,7 @@ async function poll<T>(
   read: () => Promise<T>,
   accept: (value: T) => boolean,
   describe: (last: T | undefined, error: unknown) => string,
-  { timeoutMs = 30_000, intervalMs = 200 }: WaitOptions,
+  { timeoutMs = 20_000, intervalMs = 200 }: WaitOptions,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
