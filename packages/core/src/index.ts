@@ -1,7 +1,29 @@
 export { systemClock } from "./clock.ts";
 export type { Clock } from "./clock.ts";
-export { AuditEventType } from "./audit.ts";
-export type { AuditEmitFields, AuditRecord, AuditSink } from "./audit.ts";
+export { AuditEventType, AuditLog, AuditSinkTimeoutError } from "./audit.ts";
+export type {
+  AuditEmitFields,
+  AuditFlushOptions,
+  AuditFlushResult,
+  AuditHooks,
+  AuditLogOptions,
+  AuditLogStats,
+  AuditRecord,
+  AuditSink,
+  AuditSinkStats,
+  AuditUndelivered,
+} from "./audit.ts";
+export { GENESIS_HASH, computeRecordHash } from "./audit-hash.ts";
+export { AuditVerifier, verifyAuditLog } from "./audit-verify.ts";
+export type {
+  AuditChainSummary,
+  AuditFault,
+  AuditLinePosition,
+  AuditVerifyFailure,
+  AuditVerifyOk,
+  AuditVerifyOptions,
+  AuditVerifyResult,
+} from "./audit-verify.ts";
 export {
   ROTATED_INDEX_DIGITS,
   TORN_SUFFIX,

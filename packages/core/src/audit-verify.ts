@@ -1,0 +1,357 @@
+import { GENESIS_HASH, HASH_PATTERN, computeRecordHash } from "./audit-hash.ts";
+
+/**
+ * What is wrong with the first bad line:
+ * - `malformed`: not a JSON object with the record fields of the right types (or a blank line
+ *   that is not at the end);
+ * - `edited`: the record's `hash` does not match its content;
+ * - `gap`: a `seq` is missing in an origin (a record was deleted, or the log starts after 1);
+ * - `reorder`: a missing `seq` turns up later (records were moved);
+ * - `inserted`: a valid-looking record whose `seq` duplicates another one of its origin, or
+ *   which takes the next `seq` without linking to its predecessor while the original follows;
+ * - `broken_chain`: `prev_hash` is not the hash of the previous record of the origin (a record
+ *   was rewritten and re-hashed, or replaced).
+ */
+export type AuditFault = "gap" | "reorder" | "edited" | "inserted" | "broken_chain" | "malformed";
+
+export interface AuditVerifyOptions {
+  /**
+   * The lines are a contiguous slice of a longer log (e.g. one rotated file): an origin's first
+   * record may have any `seq` and its `prev_hash` is taken on trust. Default false: every origin
+   * must start at `seq` 1 from the genesis hash.
+   */
+  partial?: boolean;
+}
+
+/** Where a line came from: 1-based line number, and the file when a reader spans several. */
+export interface AuditLinePosition {
+  line: number;
+  file?: string;
+}
+
+export interface AuditChainSummary {
+  origin: string;
+  records: number;
+  firstSeq: number;
+  lastSeq: number;
+  /** `hash` of the origin's last record. */
+  headHash: string;
+}
+
+export interface AuditVerifyOk {
+  ok: true;
+  /** Records checked, all origins together. */
+  records: number;
+  /** Number of distinct origins (chains). */
+  origins: number;
+  chains: AuditChainSummary[];
+}
+
+export interface AuditVerifyFailure {
+  ok: false;
+  /** 1-based line number of the first bad line (within `file` when given). */
+  line: number;
+  file?: string;
+  /** `seq` of the bad line's record, or null when it has none (malformed). */
+  seq: number | null;
+  origin?: string;
+  fault: AuditFault;
+  message: string;
+}
+
+export type AuditVerifyResult = AuditVerifyOk | AuditVerifyFailure;
+
+interface Parsed {
+  record: Record<string, unknown>;
+  seq: number;
+  origin: string;
+  prevHash: string;
+  hash: string;
+  pos: AuditLinePosition;
+}
+
+interface Chain {
+  origin: string;
+  records: number;
+  firstSeq: number;
+  last: Parsed;
+}
+
+/**
+ * An anomaly whose kind depends on what follows (one record of lookahead in its origin, or the
+ * end): a jump in `seq` is a `gap` unless the missing record turns up (`reorder`); a record
+ * that does not link is `broken_chain` unless the original of its `seq` follows (`inserted`).
+ */
+type Pending =
+  | { kind: "gap"; at: Parsed; from: number; to: number }
+  | { kind: "link"; at: Parsed; parent: Parsed | undefined /* undefined: genesis */ }
+  | { kind: "dup"; at: Parsed; first: Parsed };
+
+/**
+ * Streaming checker of an audit log: feed lines in order with `push`, then call `finish`.
+ * Several origins may be interleaved. Stops at the first fault (later pushes are ignored), and
+ * reports the earliest bad line. Memory is one record per origin.
+ */
+export class AuditVerifier {
+  readonly #options: AuditVerifyOptions;
+  readonly #chains = new Map<string, Chain>();
+  #records = 0;
+  #lineNo = 0;
+  #blank: AuditLinePosition | undefined;
+  #pending: Pending | undefined;
+  #failure: AuditVerifyFailure | undefined;
+  #finished: AuditVerifyResult | undefined;
+
+  constructor(options: AuditVerifyOptions = {}) {
+    this.#options = options;
+  }
+
+  /** The first fault found so far, if any. */
+  get failure(): AuditVerifyFailure | undefined {
+    return this.#failure;
+  }
+
+  /**
+   * Checks one line (without its newline). `position` defaults to a running 1-based counter.
+   * Returns false once a fault is known (the caller may stop reading).
+   */
+  push(line: string, position?: AuditLinePosition): boolean {
+    if (this.#failure || this.#finished) return false;
+    this.#lineNo++;
+    const pos = position ?? { line: this.#lineNo };
+    if (typeof line !== "string") {
+      this.#fail(pos, null, "malformed", `line ${where(pos)} is not text`);
+      return false;
+    }
+    if (line.trim() === "") {
+      this.#blank ??= pos;
+      return true;
+    }
+    if (this.#blank) {
+      this.#fail(this.#blank, null, "malformed", `line ${where(this.#blank)} is blank but more records follow it`);
+      return false;
+    }
+    const parsed = this.#parse(line, pos);
+    if (parsed) this.#link(parsed);
+    return this.#failure === undefined;
+  }
+
+  finish(): AuditVerifyResult {
+    if (this.#finished) return this.#finished;
+    if (!this.#failure && this.#pending) this.#settlePending();
+    if (this.#failure) {
+      this.#finished = this.#failure;
+      return this.#failure;
+    }
+    const chains = [...this.#chains.values()].map((c) => ({
+      origin: c.origin,
+      records: c.records,
+      firstSeq: c.firstSeq,
+      lastSeq: c.last.seq,
+      headHash: c.last.hash,
+    }));
+    this.#finished = { ok: true, records: this.#records, origins: chains.length, chains };
+    return this.#finished;
+  }
+
+  #parse(line: string, pos: AuditLinePosition): Parsed | undefined {
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      this.#fail(pos, null, "malformed", `line ${where(pos)} is not JSON (${(error as Error).message})`);
+      return undefined;
+    }
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      this.#fail(pos, null, "malformed", `line ${where(pos)} is not a JSON object`);
+      return undefined;
+    }
+    const record = value as Record<string, unknown>;
+    const { seq, origin, prev_hash: prevHash, hash } = record;
+    const seqOk = typeof seq === "number" && Number.isSafeInteger(seq) && seq >= 1;
+    const bad =
+      !seqOk ? "`seq` (a positive integer)"
+      : typeof origin !== "string" || origin === "" ? "`origin` (a non-empty string)"
+      : typeof prevHash !== "string" || !HASH_PATTERN.test(prevHash) ? "`prev_hash` (64 lowercase hex)"
+      : typeof hash !== "string" || !HASH_PATTERN.test(hash) ? "`hash` (64 lowercase hex)"
+      : undefined;
+    if (bad !== undefined) {
+      this.#fail(pos, seqOk ? (seq as number) : null, "malformed", `line ${where(pos)} lacks a valid ${bad}`);
+      return undefined;
+    }
+    const parsed: Parsed = {
+      record,
+      seq: seq as number,
+      origin: origin as string,
+      prevHash: prevHash as string,
+      hash: hash as string,
+      pos,
+    };
+    if (computeRecordHash(record) !== hash) {
+      this.#fail(pos, parsed.seq, "edited", `line ${where(pos)} (seq ${parsed.seq} of ${parsed.origin}): content does not match its hash; the record was edited`, parsed.origin);
+      return undefined;
+    }
+    const field = badField(record);
+    if (field !== undefined) {
+      this.#fail(pos, parsed.seq, "malformed", `line ${where(pos)} (seq ${parsed.seq}) lacks a valid ${field}`, parsed.origin);
+      return undefined;
+    }
+    return parsed;
+  }
+
+  #link(r: Parsed): void {
+    const chain = this.#chains.get(r.origin);
+    const pending = this.#pending;
+    if (pending && pending.at.origin === r.origin && chain) {
+      this.#resolvePending(pending, chain, r);
+      return;
+    }
+    if (!chain) {
+      this.#chains.set(r.origin, { origin: r.origin, records: 1, firstSeq: r.seq, last: r });
+      this.#records++;
+      if (this.#options.partial || (r.seq === 1 && r.prevHash === GENESIS_HASH)) return;
+      if (r.seq === 1) {
+        this.#anomaly({ kind: "link", at: r, parent: undefined });
+      } else {
+        this.#anomaly({ kind: "gap", at: r, from: 1, to: r.seq - 1 });
+      }
+      return;
+    }
+    const last = chain.last;
+    if (r.seq === last.seq + 1) {
+      this.#accept(chain, r);
+      if (r.prevHash !== last.hash) this.#anomaly({ kind: "link", at: r, parent: last });
+    } else if (r.seq > last.seq + 1) {
+      this.#accept(chain, r);
+      this.#anomaly({ kind: "gap", at: r, from: last.seq + 1, to: r.seq - 1 });
+    } else if (r.seq === last.seq && r.hash !== last.hash && r.prevHash === last.prevHash) {
+      this.#anomaly({ kind: "dup", at: r, first: last });
+    } else {
+      const copy = r.hash === last.hash ? `is a copy of line ${where(last.pos)}` : `repeats seq ${r.seq}, already seen before line ${where(last.pos)}`;
+      this.#fail(r.pos, r.seq, "inserted", `line ${where(r.pos)} (seq ${r.seq} of ${r.origin}) ${copy}: a record was inserted`, r.origin);
+    }
+  }
+
+  #accept(chain: Chain, r: Parsed): void {
+    chain.last = r;
+    chain.records++;
+    this.#records++;
+  }
+
+  #anomaly(p: Pending): void {
+    if (this.#pending) {
+      this.#settlePending();
+      return;
+    }
+    this.#pending = p;
+  }
+
+  /** The next record of the pending anomaly's origin decides its kind. */
+  #resolvePending(p: Pending, chain: Chain, r: Parsed): void {
+    const at = p.at;
+    switch (p.kind) {
+      case "gap":
+        if (r.seq >= p.from && r.seq <= p.to) {
+          this.#pending = undefined;
+          this.#fail(at.pos, at.seq, "reorder", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}) comes before seq ${r.seq} at line ${where(r.pos)}: records were reordered`, at.origin);
+        } else if (r.seq === chain.last.seq + 1 && r.prevHash === chain.last.hash) {
+          // The chain goes on normally; the missing records may still turn up later.
+          this.#accept(chain, r);
+        } else {
+          this.#settlePending();
+        }
+        return;
+      case "link":
+        this.#pending = undefined;
+        if (r.seq === at.seq && r.prevHash === (p.parent?.hash ?? GENESIS_HASH)) {
+          this.#fail(at.pos, at.seq, "inserted", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: the original seq ${r.seq} follows at line ${where(r.pos)}`, at.origin);
+        } else {
+          this.#settlePending(p);
+        }
+        return;
+      case "dup": {
+        this.#pending = undefined;
+        // Whichever copy the chain continues from is the original; the other was inserted.
+        const inserted = r.prevHash === at.hash ? p.first : at;
+        const other = inserted === at ? p.first : at;
+        this.#fail(inserted.pos, inserted.seq, "inserted", `line ${where(inserted.pos)} (seq ${inserted.seq} of ${inserted.origin}) was inserted: line ${where(other.pos)} has the same seq`, inserted.origin);
+        return;
+      }
+    }
+  }
+
+  /** Reports a pending anomaly with the kind it has when nothing more is known. */
+  #settlePending(p: Pending | undefined = this.#pending): void {
+    this.#pending = undefined;
+    if (!p) return;
+    const at = p.at;
+    switch (p.kind) {
+      case "gap": {
+        const missing = p.from === p.to ? `seq ${p.from} is` : `seqs ${p.from}..${p.to} are`;
+        this.#fail(at.pos, at.seq, "gap", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}): ${missing} missing; records were deleted`, at.origin);
+        return;
+      }
+      case "link": {
+        const parent = p.parent ? `the hash of seq ${p.parent.seq} at line ${where(p.parent.pos)}` : "the genesis hash (the first record of an origin)";
+        this.#fail(at.pos, at.seq, "broken_chain", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}): prev_hash is not ${parent}; a record was rewritten or replaced`, at.origin);
+        return;
+      }
+      case "dup":
+        this.#fail(at.pos, at.seq, "inserted", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: line ${where(p.first.pos)} has the same seq`, at.origin);
+        return;
+    }
+  }
+
+  /** Records a fault, unless an earlier pending anomaly must be reported first. */
+  #fail(pos: AuditLinePosition, seq: number | null, fault: AuditFault, message: string, origin?: string): void {
+    if (this.#failure) return;
+    if (this.#pending) {
+      this.#settlePending();
+      return;
+    }
+    this.#failure = {
+      ok: false,
+      line: pos.line,
+      ...(pos.file === undefined ? {} : { file: pos.file }),
+      seq,
+      ...(origin === undefined ? {} : { origin }),
+      fault,
+      message,
+    };
+  }
+}
+
+/**
+ * Checks a whole log. `lines` are the file's lines (a string is split on newlines); an async
+ * iterable gives a promise. Pure: reads nothing else.
+ */
+export function verifyAuditLog(lines: string | Iterable<string>, options?: AuditVerifyOptions): AuditVerifyResult;
+export function verifyAuditLog(lines: AsyncIterable<string>, options?: AuditVerifyOptions): Promise<AuditVerifyResult>;
+export function verifyAuditLog(
+  lines: string | Iterable<string> | AsyncIterable<string>,
+  options?: AuditVerifyOptions,
+): AuditVerifyResult | Promise<AuditVerifyResult> {
+  const verifier = new AuditVerifier(options);
+  if (typeof lines === "string") lines = lines.split("\n");
+  if (Symbol.asyncIterator in lines) {
+    return (async () => {
+      for await (const line of lines) if (!verifier.push(line)) break;
+      return verifier.finish();
+    })();
+  }
+  for (const line of lines) if (!verifier.push(line)) break;
+  return verifier.finish();
+}
+
+function where(pos: AuditLinePosition): string {
+  return pos.file === undefined ? String(pos.line) : `${pos.file}:${pos.line}`;
+}
+
+function badField(record: Record<string, unknown>): string | undefined {
+  if (typeof record.timestamp !== "number" || !Number.isFinite(record.timestamp)) return "`timestamp` (a number)";
+  for (const key of ["event", "actor", "target", "result"]) {
+    if (typeof record[key] !== "string") return `\`${key}\` (a string)`;
+  }
+  if (record.version !== null && typeof record.version !== "string") return "`version` (a string or null)";
+  return undefined;
+}
