@@ -17,7 +17,7 @@ export interface S3AuditLinesOptions {
 
 /**
  * The audit lines the S3 sink wrote under `s3://bucket/prefix`, object by object in key order
- * (ListObjectsV2, all pages, then GetObject each): per origin that is `seq` order, ready for
+ * (ListObjectsV2, all pages, keys sorted, then GetObject each): per origin that is `seq` order, ready for
  * `verifyAuditLog` / `AuditVerifier`. Objects not in the sink's key layout are skipped.
  */
 export async function* s3AuditLines(options: S3AuditLinesOptions): AsyncGenerator<string, void, undefined> {
@@ -39,6 +39,9 @@ export async function* s3AuditLines(options: S3AuditLinesOptions): AsyncGenerato
   const prefix = normalizePrefix(options.prefix);
   const signal = () => ({ abortSignal: AbortSignal.timeout(requestTimeoutMs) });
   try {
+    // All keys first, then sorted: S3 lists in UTF-8 binary order, but not every S3-compatible
+    // store does, and the order is what puts each origin's records in seq order.
+    const keys: string[] = [];
     let continuationToken: string | undefined;
     do {
       const page = await client.send(
@@ -50,22 +53,20 @@ export async function* s3AuditLines(options: S3AuditLinesOptions): AsyncGenerato
         }),
         signal(),
       );
-      // S3 lists keys in UTF-8 binary order; sort anyway so other S3-compatible stores behave alike.
-      const keys = (page.Contents ?? [])
-        .map((object) => object.Key)
-        .filter((key): key is string => key !== undefined)
-        .filter((key) => {
-          const parsed = parseAuditObjectKey(prefix, key);
-          return parsed !== undefined && (options.origin === undefined || parsed.origin === options.origin);
-        })
-        .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-      for (const key of keys) {
-        const object = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), signal());
-        const text = (await object.Body?.transformToString("utf8")) ?? "";
-        for (const line of text.split("\n")) if (line !== "") yield line;
+      for (const object of page.Contents ?? []) {
+        const key = object.Key;
+        if (key === undefined) continue;
+        const parsed = parseAuditObjectKey(prefix, key);
+        if (parsed !== undefined && (options.origin === undefined || parsed.origin === options.origin)) keys.push(key);
       }
       continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuationToken !== undefined);
+    keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const key of keys) {
+      const object = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), signal());
+      const text = (await object.Body?.transformToString("utf8")) ?? "";
+      for (const line of text.split("\n")) if (line !== "") yield line;
+    }
   } finally {
     if (options.client === undefined) client.destroy();
   }

@@ -1,6 +1,7 @@
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
 import type { AuditRecord, AuditSink } from "@openrtc/core";
 import { systemClock } from "@openrtc/core";
+import { AcceptedRecords } from "./accepted.ts";
 import { S3FlushTimeoutError, S3SinkError, S3SpoolFullError } from "./errors.ts";
 import { auditObjectKey, normalizePrefix } from "./key.ts";
 import { loadClientS3 } from "./peer.ts";
@@ -121,6 +122,7 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
   let closed = false;
   let flushWaiters: { target: number; resolve: () => void }[] = [];
   let wake: (() => void) | undefined;
+  const accepted = new AcceptedRecords();
 
   const stats = (): S3SinkStats => ({
     spooledRecords: spool.pendingRecords,
@@ -185,12 +187,14 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
         ChecksumAlgorithm: "CRC32",
       }),
     });
+    const timeout = AbortSignal.timeout(settings.requestTimeoutMs);
     try {
-      await client.send(command, {
-        abortSignal: AbortSignal.any([stopping.signal, AbortSignal.timeout(settings.requestTimeoutMs)]),
-      });
+      await client.send(command, { abortSignal: AbortSignal.any([stopping.signal, timeout]) });
     } catch (error) {
-      throw new S3SinkError(`PutObject s3://${options.bucket}/${key} failed: ${describe(error)}`, { cause: error });
+      const reason = timeout.aborted
+        ? `no response within requestTimeoutMs=${settings.requestTimeoutMs} (${describe(error)})`
+        : describe(error);
+      throw new S3SinkError(`PutObject s3://${options.bucket}/${key} failed: ${reason}`, { cause: error });
     }
   }
 
@@ -201,7 +205,10 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
         continue;
       }
       if (flushWaiters.length === 0 && !spool.hasAnnouncedBatch) {
-        const full = spool.pendingRecords >= settings.maxRecords || spool.pendingBytes >= settings.maxBytes;
+        // A spool half full is uploaded at once: waiting for more would only bring the limit closer.
+        const full =
+          spool.pendingRecords >= settings.maxRecords ||
+          spool.pendingBytes >= Math.min(settings.maxBytes, settings.spoolMaxBytes / 2);
         const due = (spool.oldestSpooledAtMs() ?? 0) + settings.maxDelayMs - performance.now();
         if (!full && due > 0) {
           await pause(due);
@@ -261,16 +268,20 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
       if (closed) throw new S3SinkError(`S3 audit sink for s3://${options.bucket}/${prefix} is closed`);
       if (records.length === 0) return;
       validate(records);
-      const bytes = Buffer.from(records.map((record) => `${JSON.stringify(record)}\n`).join(""), "utf8");
-      try {
-        await spool.append(bytes, records.length);
-      } catch (error) {
-        if (error instanceof S3SpoolFullError) {
-          // Re-raised with the upload error that explains why the spool filled up.
-          throw new S3SpoolFullError(options.spoolDir, bytes.length, backlog(), settings.spoolMaxBytes);
-        }
-        throw error;
+      const { fresh, storing } = accepted.split(records);
+      if (fresh.length > 0) {
+        const bytes = Buffer.from(fresh.map((record) => `${JSON.stringify(record)}\n`).join(""), "utf8");
+        const durable = spool.append(bytes, fresh.length).catch((error: unknown) => {
+          if (error instanceof S3SpoolFullError) {
+            // Re-raised with the upload error that explains why the spool filled up.
+            throw new S3SpoolFullError(options.spoolDir, bytes.length, backlog(), settings.spoolMaxBytes);
+          }
+          throw error;
+        });
+        accepted.add(fresh, durable);
+        storing.push(durable);
       }
+      await Promise.all(storing);
     },
     flush(timeoutMs = settings.flushTimeoutMs) {
       const target = spool.consumedRecords + spool.pendingRecords + spool.queuedRecordCount;
