@@ -120,7 +120,7 @@ export class AuditVerifier {
     this.#lineNo++;
     const pos = position ?? { line: this.#lineNo };
     if (typeof line !== "string") {
-      this.#fail(pos, null, "malformed", `line ${where(pos)} is not text`);
+      this.#fail(pos, null, "malformed", `${where(pos)} is not text`);
       return false;
     }
     if (line.trim() === "") {
@@ -128,7 +128,7 @@ export class AuditVerifier {
       return true;
     }
     if (this.#blank) {
-      this.#fail(this.#blank, null, "malformed", `line ${where(this.#blank)} is blank but more records follow it`);
+      this.#fail(this.#blank, null, "malformed", `${where(this.#blank)} is blank but more records follow it`);
       return false;
     }
     const parsed = this.#parse(line, pos);
@@ -159,11 +159,11 @@ export class AuditVerifier {
     try {
       value = JSON.parse(line);
     } catch (error) {
-      this.#fail(pos, null, "malformed", `line ${where(pos)} is not JSON (${(error as Error).message})`);
+      this.#fail(pos, null, "malformed", `${where(pos)} is not JSON (${(error as Error).message})`);
       return undefined;
     }
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
-      this.#fail(pos, null, "malformed", `line ${where(pos)} is not a JSON object`);
+      this.#fail(pos, null, "malformed", `${where(pos)} is not a JSON object`);
       return undefined;
     }
     const record = value as Record<string, unknown>;
@@ -176,7 +176,7 @@ export class AuditVerifier {
       : typeof hash !== "string" || !HASH_PATTERN.test(hash) ? "`hash` (64 lowercase hex)"
       : undefined;
     if (bad !== undefined) {
-      this.#fail(pos, seqOk ? (seq as number) : null, "malformed", `line ${where(pos)} lacks a valid ${bad}`);
+      this.#fail(pos, seqOk ? (seq as number) : null, "malformed", `${where(pos)} lacks a valid ${bad}`);
       return undefined;
     }
     const parsed: Parsed = {
@@ -188,12 +188,12 @@ export class AuditVerifier {
       pos,
     };
     if (computeRecordHash(record) !== hash) {
-      this.#fail(pos, parsed.seq, "edited", `line ${where(pos)} (seq ${parsed.seq} of ${parsed.origin}): content does not match its hash; the record was edited`, parsed.origin);
+      this.#fail(pos, parsed.seq, "edited", `${where(pos)} (seq ${parsed.seq} of ${parsed.origin}): content does not match its hash; the record was edited`, parsed.origin);
       return undefined;
     }
     const field = badField(record);
     if (field !== undefined) {
-      this.#fail(pos, parsed.seq, "malformed", `line ${where(pos)} (seq ${parsed.seq}) lacks a valid ${field}`, parsed.origin);
+      this.#fail(pos, parsed.seq, "malformed", `${where(pos)} (seq ${parsed.seq}) lacks a valid ${field}`, parsed.origin);
       return undefined;
     }
     return parsed;
@@ -227,8 +227,8 @@ export class AuditVerifier {
     } else if (r.seq === last.seq && r.hash !== last.hash && r.prevHash === last.prevHash) {
       this.#anomaly({ kind: "dup", at: r, first: last });
     } else {
-      const copy = r.hash === last.hash ? `is a copy of line ${where(last.pos)}` : `repeats seq ${r.seq}, already seen before line ${where(last.pos)}`;
-      this.#fail(r.pos, r.seq, "inserted", `line ${where(r.pos)} (seq ${r.seq} of ${r.origin}) ${copy}: a record was inserted`, r.origin);
+      const copy = r.hash === last.hash ? `is a copy of ${where(last.pos)}` : `repeats seq ${r.seq}, already seen before ${where(last.pos)}`;
+      this.#fail(r.pos, r.seq, "inserted", `${where(r.pos)} (seq ${r.seq} of ${r.origin}) ${copy}: a record was inserted`, r.origin);
     }
   }
 
@@ -253,7 +253,7 @@ export class AuditVerifier {
       case "gap":
         if (r.seq >= p.from && r.seq <= p.to) {
           this.#pending = undefined;
-          this.#fail(at.pos, at.seq, "reorder", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}) comes before seq ${r.seq} at line ${where(r.pos)}: records were reordered`, at.origin);
+          this.#fail(at.pos, at.seq, "reorder", `${where(at.pos)} (seq ${at.seq} of ${at.origin}) comes before seq ${r.seq} at ${where(r.pos)}: records were reordered`, at.origin);
         } else if (r.seq === chain.last.seq + 1 && r.prevHash === chain.last.hash) {
           // The chain goes on normally; the missing records may still turn up later.
           this.#accept(chain, r);
@@ -264,7 +264,7 @@ export class AuditVerifier {
       case "link":
         this.#pending = undefined;
         if (r.seq === at.seq && r.prevHash === (p.parent?.hash ?? GENESIS_HASH)) {
-          this.#fail(at.pos, at.seq, "inserted", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: the original seq ${r.seq} follows at line ${where(r.pos)}`, at.origin);
+          this.#fail(at.pos, at.seq, "inserted", `${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: the original seq ${r.seq} follows at ${where(r.pos)}`, at.origin);
         } else {
           this.#settlePending(p);
         }
@@ -274,7 +274,7 @@ export class AuditVerifier {
         // Whichever copy the chain continues from is the original; the other was inserted.
         const inserted = r.prevHash === at.hash ? p.first : at;
         const other = inserted === at ? p.first : at;
-        this.#fail(inserted.pos, inserted.seq, "inserted", `line ${where(inserted.pos)} (seq ${inserted.seq} of ${inserted.origin}) was inserted: line ${where(other.pos)} has the same seq`, inserted.origin);
+        this.#fail(inserted.pos, inserted.seq, "inserted", `${where(inserted.pos)} (seq ${inserted.seq} of ${inserted.origin}) was inserted: ${where(other.pos)} has the same seq`, inserted.origin);
         return;
       }
     }
@@ -288,16 +288,16 @@ export class AuditVerifier {
     switch (p.kind) {
       case "gap": {
         const missing = p.from === p.to ? `seq ${p.from} is` : `seqs ${p.from}..${p.to} are`;
-        this.#fail(at.pos, at.seq, "gap", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}): ${missing} missing; records were deleted`, at.origin);
+        this.#fail(at.pos, at.seq, "gap", `${where(at.pos)} (seq ${at.seq} of ${at.origin}): ${missing} missing; records were deleted`, at.origin);
         return;
       }
       case "link": {
-        const parent = p.parent ? `the hash of seq ${p.parent.seq} at line ${where(p.parent.pos)}` : "the genesis hash (the first record of an origin)";
-        this.#fail(at.pos, at.seq, "broken_chain", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}): prev_hash is not ${parent}; a record was rewritten or replaced`, at.origin);
+        const parent = p.parent ? `the hash of seq ${p.parent.seq} at ${where(p.parent.pos)}` : "the genesis hash (the first record of an origin)";
+        this.#fail(at.pos, at.seq, "broken_chain", `${where(at.pos)} (seq ${at.seq} of ${at.origin}): prev_hash is not ${parent}; a record was rewritten or replaced`, at.origin);
         return;
       }
       case "dup":
-        this.#fail(at.pos, at.seq, "inserted", `line ${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: line ${where(p.first.pos)} has the same seq`, at.origin);
+        this.#fail(at.pos, at.seq, "inserted", `${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: ${where(p.first.pos)} has the same seq`, at.origin);
         return;
     }
   }
@@ -344,7 +344,7 @@ export function verifyAuditLog(
 }
 
 function where(pos: AuditLinePosition): string {
-  return pos.file === undefined ? String(pos.line) : `${pos.file}:${pos.line}`;
+  return pos.file === undefined ? `line ${pos.line}` : `${pos.file}:${pos.line}`;
 }
 
 function badField(record: Record<string, unknown>): string | undefined {

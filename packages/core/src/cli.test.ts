@@ -1,0 +1,155 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuditLog } from "./audit.ts";
+import { rotatedAuditFilePath } from "./audit-files.ts";
+import { commands, main } from "./cli.ts";
+import type { CliIo } from "./cli.ts";
+
+const packageDir = dirname(dirname(fileURLToPath(import.meta.url)));
+let dir: string;
+
+function makeLines(n: number, origin = "w1"): string[] {
+  const log = new AuditLog({ origin, clock: () => 1000, version: "v1" });
+  return Array.from({ length: n }, (_, i) => JSON.stringify(log.emit("deployment.started", { i })));
+}
+
+async function writeLog(name: string, lines: readonly string[]): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, lines.map((l) => `${l}\n`).join(""));
+  return path;
+}
+
+async function run(...argv: string[]) {
+  let stdout = "";
+  let stderr = "";
+  const io: CliIo = { stdout: (t) => void (stdout += t), stderr: (t) => void (stderr += t), env: {} };
+  const code = await main(argv, io);
+  return { code, stdout, stderr };
+}
+
+/** The real thing: `openrtc` as a child process, from source. */
+function runChild(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--conditions=@openrtc/source", "--import", "tsx", "src/cli.ts", ...argv],
+      { cwd: packageDir, timeout: 20_000 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "openrtc-cli-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("openrtc (child process)", () => {
+  it("audit verify exits 0 on an intact log and prints a one-line summary", async () => {
+    const path = await writeLog("intact.jsonl", [...makeLines(3, "a"), ...makeLines(2, "b")]);
+    const { code, stdout, stderr } = await runChild("audit", "verify", path);
+    expect({ code, stderr }).toEqual({ code: 0, stderr: "" });
+    expect(stdout).toBe(`OK: 5 records, 2 origins, chains intact in ${path}\n`);
+  });
+
+  it("audit verify exits 1 naming the first bad line, its seq and the fault", async () => {
+    const lines = makeLines(4);
+    const path = await writeLog("gap.jsonl", [lines[0]!, lines[1]!, lines[3]!]);
+    const { code, stdout } = await runChild("audit", "verify", path);
+    expect(code).toBe(1);
+    expect(stdout.split("\n")[0]).toBe(`FAILED: gap at line 3 of ${path} (seq 4)`);
+    expect(stdout).toContain("seq 3 is missing");
+  });
+
+  it("audit verify --json prints the result as JSON", async () => {
+    const lines = makeLines(2);
+    const path = await writeLog("edited.jsonl", [lines[0]!, lines[1]!.replace('"i":1', '"i":9')]);
+    const { code, stdout } = await runChild("audit", "verify", path, "--json");
+    expect(code).toBe(1);
+    expect(JSON.parse(stdout)).toMatchObject({ ok: false, fault: "edited", line: 2, seq: 2, file: path, files: [path] });
+  });
+
+  it("exits 2 with a clear message for a missing file and for bad usage", async () => {
+    const missing = await runChild("audit", "verify", join(dir, "nope.jsonl"));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`cannot read ${join(dir, "nope.jsonl")}: no audit log at`);
+    const usage = await runChild("audit", "verify");
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("expected exactly one FILE");
+  });
+});
+
+describe("main (in process)", () => {
+  it("lists commands on --help (exit 0) and with no arguments (exit 2)", async () => {
+    const help = await run("--help");
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("audit  audit log tools");
+    const none = await run();
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain("Usage: openrtc <command>");
+  });
+
+  it("rejects unknown commands, subcommands and options with exit 2", async () => {
+    expect(await run("bogus")).toMatchObject({ code: 2, stderr: expect.stringContaining('unknown command "bogus"') });
+    expect(await run("audit")).toMatchObject({ code: 2, stderr: expect.stringContaining("missing subcommand") });
+    expect(await run("audit", "nope")).toMatchObject({ code: 2, stderr: expect.stringContaining('unknown subcommand "nope"') });
+    const path = await writeLog("opts.jsonl", makeLines(1));
+    expect(await run("audit", "verify", path, "--bogus")).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--bogus'") });
+    expect(await run("audit", "verify", path, path)).toMatchObject({ code: 2, stderr: expect.stringContaining("got 2") });
+    // Names on Object.prototype are not commands.
+    expect(await run("toString")).toMatchObject({ code: 2 });
+  });
+
+  it("prints the verify usage on --help", async () => {
+    const { code, stdout } = await run("audit", "verify", "--help");
+    expect(code).toBe(0);
+    expect(stdout).toContain("Usage: openrtc audit verify FILE");
+  });
+
+  it("exits 2 when the path cannot be read", async () => {
+    const file = await writeLog("plain.jsonl", makeLines(1));
+    const underFile = await run("audit", "verify", join(file, "child.jsonl"));
+    expect(underFile.code).toBe(2);
+    expect(underFile.stderr).toMatch(/cannot read .*child\.jsonl: /);
+    const empty = await mkdtemp(join(dir, "empty-"));
+    expect(await run("audit", "verify", empty)).toMatchObject({ code: 2, stderr: expect.stringContaining("no audit log in") });
+  });
+
+  it("verifies a rotated set in order and names the file of a bad line", async () => {
+    const setDir = await mkdtemp(join(dir, "set-"));
+    const active = join(setDir, "audit.jsonl");
+    const lines = makeLines(5);
+    await writeFile(rotatedAuditFilePath(active, 1), `${lines.slice(0, 2).join("\n")}\n`);
+    await writeFile(rotatedAuditFilePath(active, 2), `${lines.slice(2, 4).join("\n")}\n`);
+    await writeFile(active, `${lines[4]!}\n`);
+    expect(await run("audit", "verify", active)).toMatchObject({ code: 0, stdout: expect.stringContaining("OK: 5 records, 1 origin, chains intact in 3 files") });
+    expect(await run("audit", "verify", setDir)).toMatchObject({ code: 0 });
+    await writeFile(rotatedAuditFilePath(active, 2), `${lines[2]!}\n`);
+    const gap = await run("audit", "verify", active);
+    expect(gap.code).toBe(1);
+    expect(gap.stdout).toContain(`FAILED: gap at line 1 of ${active} (seq 5)`);
+  });
+
+  it("accepts a pruned log with --partial", async () => {
+    const path = await writeLog("pruned.jsonl", makeLines(4).slice(2));
+    expect((await run("audit", "verify", path)).code).toBe(1);
+    expect(await run("audit", "verify", path, "--partial")).toMatchObject({ code: 0, stdout: expect.stringContaining("OK: 2 records") });
+  });
+
+  it("keeps one dispatch table that other commands can join", () => {
+    expect(Object.keys(commands)).toContain("audit");
+    for (const command of Object.values(commands)) {
+      expect(command.summary.length).toBeGreaterThan(0);
+      expect(command.usage).toContain("Usage: openrtc");
+    }
+  });
+});
