@@ -89,6 +89,22 @@ describe("worker registration and auth", () => {
     expect(d.workers()).toEqual([]);
   });
 
+  it("survives a peer that resets the connection while its upgrade is being refused", async () => {
+    const d = await dispatcher();
+    const { connect } = await import("node:net");
+    const reported = waitForEvent(d.events, "auth_rejected");
+    const sock = connect(d.port, "127.0.0.1");
+    sock.on("error", () => {});
+    await new Promise<void>((r) => sock.once("connect", () => r()));
+    sock.write("GET /agent HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer bad\r\n\r\n");
+    await new Promise((r) => setTimeout(r, 20));
+    sock.resetAndDestroy();
+    await reported;
+    await new Promise((r) => setTimeout(r, 50));
+    const fw = await worker(d);
+    expect(fw.workerId).toBe("AW_1");
+  });
+
   it("answers 404 for upgrades to paths other than <prefix>/agent", async () => {
     const d = await dispatcher();
     const token = await agentToken(apiKey, apiSecret);

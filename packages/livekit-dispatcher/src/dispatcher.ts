@@ -400,6 +400,9 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const remoteOf = (req: IncomingMessage): string => `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`;
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // Node leaves upgrade sockets without an error listener; a peer that resets mid-handshake
+    // (a killed worker) would otherwise crash the process.
+    socket.on("error", (e: Error) => log.debug("upgrade socket error", { error: e.message }));
     const pathname = new URL(req.url ?? "/", "http://x").pathname;
     if (closing) return refuse(socket, 503, "Service Unavailable", "dispatcher is closing\n");
     if (!pathname.endsWith("/agent")) {

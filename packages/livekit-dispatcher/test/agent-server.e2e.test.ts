@@ -46,10 +46,12 @@ const call = (durationMs: number) => JSON.stringify({ tenant: "acme", duration_m
 let reject: SpawnedWorker;
 let blue: SpawnedWorker;
 let green: SpawnedWorker;
+let victim: SpawnedWorker;
+let victimId: string;
 const ids: Record<string, string> = {};
 
 beforeAll(async () => {
-  d = await startDispatcher({ apiKey, apiSecret, reconnectGraceMs: 2000 });
+  d = await startDispatcher({ apiKey, apiSecret, reconnectGraceMs: 10_000 });
   // The rejecting worker registers first, so least-jobs offers every job to it first.
   reject = start({ WORKER_REJECT: "1", LIVEKIT_AGENT_DEPLOYMENT: "reject" });
   ids["reject"] = await reject.registered;
@@ -144,18 +146,34 @@ describe("real AgentServer workers", () => {
     expect((await unplaced)[0].id).toBe(h.id);
   });
 
+  it("a worker whose socket drops reconnects under the same id and its call still completes", async () => {
+    victim = start({ LIVEKIT_AGENT_DEPLOYMENT: "victim" });
+    victimId = await victim.registered;
+    const h = d.dispatch({ metadata: call(5000) });
+    expect((await h.placed).workerId).toBe(victimId);
+    await marker(`${h.id}.started`);
+    const back = waitForEvent(d.events, "worker_reconnected", (w) => w.id === victimId, 15_000);
+    d.dropConnection(victimId);
+    expect((await back)[0]).toMatchObject({ reconnects: 1, connected: true, runningJobs: [h.id] });
+    expect(await h.ended).toMatchObject({ fate: "completed", workerId: victimId });
+  });
+
   it("a worker killed with SIGKILL mid-call → the call is dropped", async () => {
-    const victim = start({ LIVEKIT_AGENT_DEPLOYMENT: "victim" });
-    const victimId = await victim.registered;
     const h = d.dispatch({ metadata: call(120_000) });
     expect((await h.placed).workerId).toBe(victimId);
     await marker(`${h.id}.started`);
+    const lost = waitForEvent(d.events, "worker_disconnected", (w) => w.id === victimId);
     victim.kill("SIGKILL", { group: true });
     expect(await victim.exited).toEqual({ code: null, signal: "SIGKILL" });
-    expect(await h.ended).toMatchObject({ fate: "dropped", endReason: "worker_lost", workerDeployment: "victim" });
+    // A killed process sends no close frame: the dispatcher first waits for a reconnect...
+    expect((await lost)[1]).toEqual({ code: 1006, awaitingReconnect: true });
+    // ...which the harness, knowing the process is gone, cuts short.
+    d.markWorkerGone(victimId);
+    expect(await h.ended).toMatchObject({ fate: "dropped", endReason: "worker_gone", workerDeployment: "victim" });
     expect(d.worker(victimId)).toMatchObject({ gone: true, connected: false });
     const s = d.summary();
-    expect(s.byDeployment["victim"]?.dropped).toBe(1);
-    expect(s.byFate).toMatchObject({ completed: 3, dropped: 1, terminated: 1, unplaced: 1 });
+    expect(s.byDeployment["victim"]).toMatchObject({ completed: 1, dropped: 1 });
+    expect(s.byFate).toMatchObject({ completed: 4, dropped: 1, terminated: 1, unplaced: 1, failed: 0 });
+    expect(s.inFlight).toBe(0);
   });
 });
