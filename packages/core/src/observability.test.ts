@@ -8,6 +8,7 @@ import {
   RULES_FILE,
   RULES_TEST_FILE,
   ToolMissingError,
+  grafanaToPromQL,
   requireTool,
   runTool,
 } from "../test/prometheus.ts";
@@ -148,7 +149,9 @@ interface DashboardTarget {
   datasource?: { type?: string; uid?: string };
 }
 interface DashboardPanel {
+  id: number;
   type: string;
+  gridPos: { x: number; y: number; w: number; h: number };
   title: string;
   datasource?: { type?: string; uid?: string };
   targets?: DashboardTarget[];
@@ -176,6 +179,23 @@ describe("grafana/openrtc-deploy.json", async () => {
       expect(panel.targets?.length, `${panel.title} has no query`).toBeGreaterThan(0);
       for (const target of panel.targets ?? []) {
         expect(target.datasource, panel.title).toEqual({ type: "prometheus", uid: "${datasource}" });
+      }
+    }
+  });
+
+  it("lays its panels out on the 24-column grid without overlaps", () => {
+    const all = dashboard.panels.flatMap((panel) => [panel, ...(panel.panels ?? [])]);
+    const ids = all.map((panel) => panel.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const [i, a] of all.entries()) {
+      expect(a.gridPos.x + a.gridPos.w, a.title).toBeLessThanOrEqual(24);
+      for (const b of all.slice(i + 1)) {
+        const overlap =
+          a.gridPos.x < b.gridPos.x + b.gridPos.w &&
+          b.gridPos.x < a.gridPos.x + a.gridPos.w &&
+          a.gridPos.y < b.gridPos.y + b.gridPos.h &&
+          b.gridPos.y < a.gridPos.y + a.gridPos.h;
+        expect(overlap, `${a.title} overlaps ${b.title}`).toBe(false);
       }
     }
   });
@@ -220,7 +240,7 @@ describe("grafana/openrtc-deploy.json", async () => {
     const dir = await scratch();
     const file = join(dir, "dashboard.rules.yml");
     const rules = exprs.map(({ expr }, i) =>
-      `      - record: dashboard_query_${i}\n        expr: ${JSON.stringify(expr.replace(/\$__(?:rate_interval|range|interval)/g, "5m"))}`,
+      `      - record: dashboard_query_${i}\n        expr: ${JSON.stringify(grafanaToPromQL(expr))}`,
     );
     await writeFile(file, `groups:\n  - name: dashboard\n    rules:\n${rules.join("\n")}\n`);
     const result = await runTool(requireTool("promtool"), ["check", "rules", file]);

@@ -6,7 +6,7 @@ import { createControlServer, type ControlServer } from "../src/control-server.t
 import { JobRejectedError } from "../src/drain.ts";
 import { silentLogger } from "../src/logger.ts";
 import { AgentPool, type Session } from "../src/pool.ts";
-import { RULES_FILE, startPrometheus, type PromAlert, type PromSample, type PrometheusServer } from "./prometheus.ts";
+import { RULES_FILE, grafanaToPromQL, readDashboardQueries, startPrometheus, type PromAlert, type PromSample, type PrometheusServer } from "./prometheus.ts";
 
 interface Worker {
   pool: AgentPool;
@@ -137,6 +137,26 @@ describe("Prometheus with openrtc.rules.yml scraping real workers", () => {
     expect(byLabel(await prom().query("openrtc:draining_workers:count_by_version"), "deployment_version")).toEqual({ v1: 0, v2: 0 });
   });
 
+  it("answers every dashboard query, and the stat panels show the switchover", async () => {
+    const queries = await readDashboardQueries();
+    expect(queries.length).toBeGreaterThan(10);
+    const stat = new Map<string, number | undefined>();
+    for (const { panel, expr } of queries) {
+      const samples = await prom().query(grafanaToPromQL(expr, "1m"));
+      stat.set(panel, samples.length === 1 ? samples[0]?.value : undefined);
+    }
+    expect(Object.fromEntries(
+      ["Versions running", "Versions accepting new calls", "Draining workers", "Live sessions on draining workers", "Dropped calls", "Stuck drains"].map((t) => [t, stat.get(t)]),
+    )).toEqual({
+      "Versions running": 2,
+      "Versions accepting new calls": 2,
+      "Draining workers": 0,
+      "Live sessions on draining workers": 0,
+      "Dropped calls": 0,
+      "Stuck drains": 0,
+    });
+  });
+
   it("holds OpenRTCTwoVersionsServing pending while both versions accept calls", async () => {
     const alerts = await prom().waitForAlerts((a) => named(a, "OpenRTCTwoVersionsServing").length === 1);
     expect(named(alerts, "OpenRTCTwoVersionsServing")[0]).toMatchObject({ state: "pending", labels: { severity: "warning" } });
@@ -185,6 +205,8 @@ describe("Prometheus with openrtc.rules.yml scraping real workers", () => {
     expect(named(alerts, "OpenRTCDroppedCalls").map((a) => ({ state: a.state, instance: a.labels.instance }))).toEqual([
       { state: "firing", instance: v2a.instance },
     ]);
+    const dropped = (await readDashboardQueries()).find((q) => q.panel === "Dropped calls");
+    expect((await prom().query(grafanaToPromQL(dropped?.expr ?? "", "1h")))[0]?.value).toBe(1);
   });
 
   it("flags the worker that vanished holding a call, not the one that drained to zero first", async () => {

@@ -3,7 +3,7 @@
 // silently), runs promtool, and starts a real Prometheus server on a free loopback port.
 import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
@@ -13,6 +13,30 @@ export const OBSERVABILITY_DIR = resolve(fileURLToPath(new URL("../observability
 export const RULES_FILE = join(OBSERVABILITY_DIR, "prometheus", "openrtc.rules.yml");
 export const RULES_TEST_FILE = join(OBSERVABILITY_DIR, "prometheus", "openrtc.rules.test.yml");
 export const DASHBOARD_FILE = join(OBSERVABILITY_DIR, "grafana", "openrtc-deploy.json");
+
+export interface DashboardQuery {
+  panel: string;
+  expr: string;
+}
+
+/** Every query of the shipped dashboard, with the title of the panel it belongs to. */
+export async function readDashboardQueries(): Promise<DashboardQuery[]> {
+  interface Panel {
+    type: string;
+    title: string;
+    targets?: Array<{ expr?: string }>;
+    panels?: Panel[];
+  }
+  const dashboard = JSON.parse(await readFile(DASHBOARD_FILE, "utf8")) as { panels: Panel[] };
+  return dashboard.panels
+    .flatMap((panel) => [panel, ...(panel.panels ?? [])])
+    .flatMap((panel) => (panel.targets ?? []).map((target) => ({ panel: panel.title, expr: target.expr ?? "" })));
+}
+
+/** A Grafana query as plain PromQL: Grafana's range variables become a literal duration. */
+export function grafanaToPromQL(expr: string, duration = "5m"): string {
+  return expr.replace(/\$__(?:rate_interval|range|interval)\b/g, duration);
+}
 
 export class ToolMissingError extends Error {
   override name = "ToolMissingError";
