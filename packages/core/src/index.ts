@@ -35,6 +35,7 @@ export {
   rotatedAuditFilePath,
 } from "./audit-files.ts";
 export type { AuditFileBase, AuditFileLine } from "./audit-files.ts";
+export { auditLine, rememberAuditLine } from "./audit-line.ts";
 export { AgentPool, Session } from "./pool.ts";
 export type { AgentPoolOptions, CloseOptions, CloseResult, MembershipGate, PoolEvents, StartSessionOptions } from "./pool.ts";
 export { JobRejectedError } from "./drain.ts";
@@ -52,3 +53,5 @@ export { attachProcessLifecycle, FORCED_EXIT_CODE } from "./lifecycle.ts";
 export type { ProcessLifecycle, ProcessLifecycleOptions } from "./lifecycle.ts";
 export { silentLogger, stderrLogger } from "./logger.ts";
 export type { Logger } from "./logger.ts";
+export { fileManifest, ManifestGate, signManifest, staticManifest } from "./manifest.ts";
+export type { ManifestGateOptions, ManifestRejection, ManifestSource, SignedManifest } from "./manifest.ts";

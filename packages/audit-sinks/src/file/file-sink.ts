@@ -2,6 +2,7 @@ import { resolve as resolvePath } from "node:path";
 import {
   TORN_SUFFIX,
   auditFileBase,
+  auditLine,
   rotatedAuditFileIndex,
   rotatedAuditFilePath,
   systemClock,
@@ -214,7 +215,7 @@ class DurableFileSink implements FileSink {
     if (records.length === 0) return Promise.resolve();
     // Serialize now: the caller may reuse or mutate its objects once `write` returns.
     let text = "";
-    for (const record of records) text += `${JSON.stringify(record)}\n`;
+    for (const record of records) text += `${auditLine(record)}\n`;
     const last = records[records.length - 1] as AuditRecord;
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ text, count: records.length, last, resolve, reject });
