@@ -53,5 +53,25 @@ export { attachProcessLifecycle, FORCED_EXIT_CODE } from "./lifecycle.ts";
 export type { ProcessLifecycle, ProcessLifecycleOptions } from "./lifecycle.ts";
 export { silentLogger, stderrLogger } from "./logger.ts";
 export type { Logger } from "./logger.ts";
-export { fileManifest, ManifestGate, signManifest, staticManifest } from "./manifest.ts";
-export type { ManifestGateOptions, ManifestRejection, ManifestSource, SignedManifest } from "./manifest.ts";
+export {
+  MembershipError,
+  MembershipVerifier,
+  membershipCanonical,
+  pythonFloatRepr,
+  pythonJsonString,
+  signMembership,
+} from "./membership.ts";
+export type { MembershipClaim, MembershipErrorCode, MembershipVerifierOptions, SignMembershipOptions } from "./membership.ts";
+export { fileManifest, ManifestGate, manifestCanonical, signManifest, staticManifest } from "./manifest.ts";
+export type {
+  AcceptedManifest,
+  FileManifestOptions,
+  ManifestGateOptions,
+  ManifestOfferResult,
+  ManifestRejectCode,
+  ManifestRejection,
+  ManifestSink,
+  ManifestSource,
+  SignedManifest,
+  SignManifestOptions,
+} from "./manifest.ts";

@@ -5,7 +5,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManifestGate, fileManifest, manifestCanonical, signManifest, staticManifest } from "./manifest.ts";
-import type { ManifestGateOptions, ManifestLogger, ManifestRejection, ManifestSource, MembershipGate } from "./manifest.ts";
+import type { Logger } from "./logger.ts";
+import type { ManifestGateOptions, ManifestRejection, ManifestSource, MembershipGate } from "./manifest.ts";
 
 const SECRET = "manifest-s3cr3t-Never-Logged-42";
 const OLD_SECRET = "manifest-old-s3cr3t-Never-Logged-17";
@@ -20,10 +21,8 @@ interface Captured {
 function makeGate(options: Partial<ManifestGateOptions> = {}): Captured {
   const rejections: ManifestRejection[] = [];
   const logs: string[] = [];
-  const logger: ManifestLogger = {
-    warn: (message, fields) => logs.push(`${message} ${JSON.stringify(fields)}`),
-    info: (message, fields) => logs.push(`${message} ${JSON.stringify(fields)}`),
-  };
+  const record = (fields: object, message: string) => logs.push(`${message} ${JSON.stringify(fields)}`);
+  const logger: Logger = { debug: record, info: record, warn: record, error: record };
   const gate = new ManifestGate({ secrets: [SECRET], logger, onRejected: (r) => rejections.push(r), clock: () => 5000, ...options });
   let count = 0;
   gate.subscribe(() => count++);
@@ -190,6 +189,7 @@ describe("ManifestGate replacement rules", () => {
     ["tampered issued_at", (m: Record<string, unknown>) => ({ ...m, issued_at: 1 }), "bad_signature"],
     ["non-hex signature", (m: Record<string, unknown>) => ({ ...m, signature: "x".repeat(64) }), "malformed"],
     ["short signature", (m: Record<string, unknown>) => ({ ...m, signature: "abcd" }), "malformed"],
+    ["uppercase signature", (m: Record<string, unknown>) => ({ ...m, signature: String(m.signature).toUpperCase() }), "malformed"],
     ["negative seq", (m: Record<string, unknown>) => ({ ...m, seq: -2 }), "malformed"],
     ["fractional seq", (m: Record<string, unknown>) => ({ ...m, seq: 2.5 }), "malformed"],
     ["string seq", (m: Record<string, unknown>) => ({ ...m, seq: "2" }), "malformed"],
@@ -279,6 +279,9 @@ describe("ManifestGate listeners, logging and construction", () => {
     const gate = new ManifestGate({
       secrets: [SECRET],
       logger: {
+        debug: () => {},
+        info: () => {},
+        error: () => {},
         warn: () => {
           throw new Error("logger down");
         },

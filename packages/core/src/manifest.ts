@@ -6,6 +6,8 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { systemClock } from "./clock.ts";
 import type { Clock } from "./clock.ts";
+import { stderrLogger } from "./logger.ts";
+import type { Logger } from "./logger.ts";
 import { hmacMatchesAny, importSecrets, isHexDigest, pythonFloatRepr, pythonJsonString } from "./membership.ts";
 
 /**
@@ -90,11 +92,6 @@ export interface ManifestOfferResult {
   reason?: string;
 }
 
-export interface ManifestLogger {
-  warn(message: string, fields: Record<string, unknown>): void;
-  info?(message: string, fields: Record<string, unknown>): void;
-}
-
 /** Where a `ManifestSource` delivers what it read. */
 export interface ManifestSink {
   /** A raw manifest: JSON text, bytes, or an already parsed object. */
@@ -123,18 +120,14 @@ export interface ManifestGateOptions {
    */
   requireManifest?: boolean;
   clock?: Clock;
-  /** Rejections go to `warn` (default: `console.warn`); accepted changes to `info` when present. */
-  logger?: ManifestLogger;
+  /** Rejections go to `warn`, accepted changes to `info` (default: `stderrLogger`, warnings only). */
+  logger?: Logger;
   onRejected?: (rejection: ManifestRejection) => void;
   /** Attached at construction, in order; `close()` closes them. */
   sources?: readonly ManifestSource[];
 }
 
 const DOMAIN = "openrtc.manifest.v1";
-
-const consoleLogger: ManifestLogger = {
-  warn: (message, fields) => console.warn(`[openrtc] ${message}`, fields),
-};
 
 /** Orders like Python's `sorted` on str: by code point, not by UTF-16 code unit. */
 function compareCodePoints(a: string, b: string): number {
@@ -226,13 +219,13 @@ function verify(raw: unknown, keys: readonly KeyObject[]): Checked<Verified> {
     return fail("unsigned", "manifest has no signature; sign it with a membership secret (signManifest)", seqOrUndefined);
   }
   if (!isHexDigest(signature)) {
-    return fail("malformed", "manifest signature must be 64 hex characters (an HMAC-SHA256 digest)", seqOrUndefined);
+    return fail("malformed", "manifest signature must be 64 lowercase hex characters (an HMAC-SHA256 digest)", seqOrUndefined);
   }
   const manifest: SignedManifest = {
     seq: seq as number,
     active_versions: [...(versions as string[])],
     issued_at: issuedAt as number,
-    signature: signature.toLowerCase(),
+    signature,
   };
   const canonical = manifestCanonical(manifest.seq, manifest.active_versions, manifest.issued_at);
   if (!hmacMatchesAny(keys, canonical, signature)) {
@@ -254,7 +247,7 @@ export class ManifestGate implements MembershipGate {
   readonly requireManifest: boolean;
   readonly #keys: KeyObject[];
   readonly #clock: Clock;
-  readonly #logger: ManifestLogger;
+  readonly #logger: Logger;
   readonly #onRejected: ((rejection: ManifestRejection) => void) | undefined;
   readonly #listeners = new Set<() => void>();
   readonly #sources: ManifestSource[] = [];
@@ -272,7 +265,7 @@ export class ManifestGate implements MembershipGate {
     this.#keys = importSecrets(options.secrets, "ManifestGate");
     this.requireManifest = options.requireManifest ?? false;
     this.#clock = options.clock ?? systemClock;
-    this.#logger = options.logger ?? consoleLogger;
+    this.#logger = options.logger ?? stderrLogger;
     this.#onRejected = options.onRejected;
     for (const source of options.sources ?? []) this.attach(source);
   }
@@ -369,8 +362,7 @@ export class ManifestGate implements MembershipGate {
   // A throwing logger must not turn a rejected manifest into a crash of the caller.
   #log(level: "warn" | "info", message: string, fields: Record<string, unknown>): void {
     try {
-      if (level === "warn") this.#logger.warn(message, fields);
-      else this.#logger.info?.(message, fields);
+      this.#logger[level](fields, message);
     } catch {
       // Nowhere left to report to.
     }

@@ -194,11 +194,21 @@ describe("MembershipVerifier failures", () => {
     expect(failure(verifier, { ...c, workerId: "w-2" }).code).toBe("bad_signature");
   });
 
-  it("bad_signature: an uppercase copy of another token still is not this one", () => {
+  it("bad_signature: one hex digit changed", () => {
     const c = claim();
-    expect(verifier.isValid({ ...c, token: c.token.toUpperCase() })).toBe(true);
-    const flipped = (c.token[0] === "0" ? "1" : "0") + c.token.slice(1);
+    const flipped = c.token.slice(0, 63) + (c.token[63] === "0" ? "1" : "0");
     expect(failure(verifier, { ...c, token: flipped }).code).toBe("bad_signature");
+  });
+
+  it("malformed: the right digest in uppercase (signers write lowercase, as Python's hexdigest)", () => {
+    const c = claim();
+    expect(failure(verifier, { ...c, token: c.token.toUpperCase() }).code).toBe("malformed");
+  });
+
+  it("malformed: a non-ASCII character whose low byte equals the right hex digit does not alias it", () => {
+    const c = claim();
+    const alias = String.fromCharCode(0x100 + c.token.charCodeAt(0)) + c.token.slice(1);
+    expect(failure(verifier, { ...c, token: alias }).code).toBe("malformed");
   });
 
   it("stale: older than maxAgeSeconds", () => {

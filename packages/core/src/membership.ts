@@ -1,4 +1,4 @@
-import { createHmac, createSecretKey, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { systemClock } from "./clock.ts";
 import type { Clock } from "./clock.ts";
@@ -64,7 +64,7 @@ const SHORT_ESCAPES: Readonly<Record<number, string>> = {
   0x22: '\\"',
   0x5c: "\\\\",
 };
-const HEX64 = /^[0-9a-fA-F]{64}$/;
+const HEX64 = /^[0-9a-f]{64}$/;
 
 /**
  * A string as Python's `json.dumps(s)` (default `ensure_ascii=True`) writes it, quotes included:
@@ -159,21 +159,36 @@ export function importSecrets(secrets: unknown, owner: string): KeyObject[] {
 }
 
 /**
- * Whether `hexToken` is the HMAC-SHA256 of `message` under any of `keys`, compared in constant
- * time. The caller has already checked `hexToken` is 64 hex characters.
+ * Equality of two 64-character strings in time independent of where they differ: every code unit
+ * is compared and the differences OR-ed together, with no data-dependent branch. This is what
+ * `crypto.timingSafeEqual` does natively, but that needs Buffers, and on Node 20 producing the
+ * digest as a Buffer (`digest()`) instead of a string (`digest("hex")`) costs more than the whole
+ * rest of a verification. Comparing full UTF-16 code units also means no non-ASCII character can
+ * alias a hex digit (as it would through a latin1 or hex Buffer conversion).
  */
-export function hmacMatchesAny(keys: readonly KeyObject[], message: string, hexToken: string): boolean {
-  const expected = Buffer.from(hexToken, "hex");
+function constantTimeEqual64(a: string, b: string): boolean {
+  let diff = a.length ^ 64;
+  for (let i = 0; i < 64; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+/**
+ * Whether `token` is the lowercase hex HMAC-SHA256 of `message` under any of `keys`, compared in
+ * constant time. Any string is safe to pass: a non-hex one simply matches nothing.
+ */
+export function hmacMatchesAny(keys: readonly KeyObject[], message: string, token: string): boolean {
   for (const key of keys) {
-    if (timingSafeEqual(createHmac("sha256", key).update(message).digest(), expected)) return true;
+    if (constantTimeEqual64(token, createHmac("sha256", key).update(message).digest("hex"))) return true;
   }
   return false;
 }
 
-/** True for a string of exactly 64 hex digits (either case), the only shape a token can have. */
+/** True for a string of exactly 64 lowercase hex digits, the only shape a token can have. */
 export function isHexDigest(token: unknown): token is string {
   return typeof token === "string" && token.length === 64 && HEX64.test(token);
 }
+
+const MALFORMED_TOKEN = "membership token must be 64 lowercase hex characters (an HMAC-SHA256 digest)";
 
 /** Checks membership tokens. Construct once and reuse: secrets are imported at construction. */
 export class MembershipVerifier {
@@ -219,8 +234,10 @@ export class MembershipVerifier {
       return () => new MembershipError("malformed", "membership claim must be an object { token, version, workerId, timestamp }");
     }
     const { token, version, workerId, timestamp } = claim;
-    if (!isHexDigest(token)) {
-      return () => new MembershipError("malformed", "membership token must be 64 hex characters (an HMAC-SHA256 digest)");
+    // Only the cheap shape check here; the full hex check runs only when the signature fails,
+    // to tell a malformed token from a wrong one without taxing every valid verification.
+    if (typeof token !== "string" || token.length !== 64) {
+      return () => new MembershipError("malformed", MALFORMED_TOKEN);
     }
     if (typeof version !== "string") {
       return () => new MembershipError("malformed", `membership version must be a string (got ${describeType(version)})`);
@@ -250,6 +267,7 @@ export class MembershipVerifier {
         );
     }
     if (!hmacMatchesAny(this.#keys, membershipCanonical(version, workerId, timestamp), token)) {
+      if (!HEX64.test(token)) return () => new MembershipError("malformed", MALFORMED_TOKEN);
       return () => new MembershipError("bad_signature", "membership token signature does not match any configured secret");
     }
     return undefined;
