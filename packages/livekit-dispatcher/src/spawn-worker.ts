@@ -26,6 +26,8 @@ export interface SpawnWorkerOptions {
   args?: string[];
   /** Put the worker in its own process group so `kill(sig, { group: true })` also ends its job processes. Default true. */
   detached?: boolean;
+  /** SIGKILL the worker's process group when this process exits, so a crashed test leaks nothing. Default true. */
+  killOnParentExit?: boolean;
 }
 
 export interface SpawnedWorker {
@@ -47,6 +49,7 @@ export function spawnWorker(opts: SpawnWorkerOptions = {}): SpawnedWorker {
   const script = opts.script ?? workerLauncherPath;
   const detached = opts.detached ?? true;
   const env: NodeJS.ProcessEnv = { ...process.env, AGENT_FILE: opts.agentFile ?? holdCallAgentPath };
+  // Entries in opts.env win, and `undefined` removes a variable (e.g. to test a missing one).
   for (const [k, v] of Object.entries(opts.env ?? {})) {
     if (v === undefined) delete env[k];
     else env[k] = v;
@@ -58,8 +61,20 @@ export function spawnWorker(opts: SpawnWorkerOptions = {}): SpawnedWorker {
   });
   if (child.pid === undefined) throw new Error(`spawnWorker: could not start ${process.execPath} ${script}`);
   const pid = child.pid;
+  // A detached worker outlives us unless killed; 'exit' handlers must be synchronous.
+  const reap = () => {
+    try {
+      process.kill(detached ? -pid : pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  };
+  if (opts.killOnParentExit ?? true) process.once("exit", reap);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once("exit", (code, signal) => resolve({ code, signal }));
+    child.once("exit", (code, signal) => {
+      if (!detached) process.off("exit", reap);
+      resolve({ code, signal });
+    });
   });
   const nextMessage = <T extends LauncherMessage["type"]>(type: T) =>
     new Promise<Extract<LauncherMessage, { type: T }>>((resolve, reject) => {
