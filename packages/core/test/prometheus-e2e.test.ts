@@ -6,7 +6,23 @@ import { createControlServer, type ControlServer } from "../src/control-server.t
 import { JobRejectedError } from "../src/drain.ts";
 import { silentLogger } from "../src/logger.ts";
 import { AgentPool, type Session } from "../src/pool.ts";
-import { RULES_FILE, grafanaToPromQL, readDashboardQueries, startPrometheus, type PromAlert, type PromSample, type PrometheusServer } from "./prometheus.ts";
+import { RULES_FILE, grafanaToPromQL, readDashboardQueries, requireTool, runTool, startPrometheus, type PromAlert, type PromSample, type PrometheusServer } from "./prometheus.ts";
+
+// DESIGN.md "Metrics".
+const CONTRACT_METRICS = [
+  "openrtc_worker_info",
+  "openrtc_draining",
+  "openrtc_accepting",
+  "openrtc_active_sessions",
+  "openrtc_sessions_started_total",
+  "openrtc_sessions_ended_total",
+  "openrtc_session_duration_seconds",
+  "openrtc_jobs_rejected_total",
+  "openrtc_drain_stuck",
+  "openrtc_dropped_sessions_total",
+  "openrtc_audit_events_total",
+  "openrtc_audit_sink_errors_total",
+];
 
 interface Worker {
   pool: AgentPool;
@@ -119,6 +135,13 @@ describe("Prometheus with openrtc.rules.yml scraping real workers", () => {
       { __name__: "openrtc_worker_info", job: "openrtc", instance: v2b.instance, deployment_version: "v2", worker_id: "e2e-v2b" },
     ]);
     expect(info.map((s) => s.value)).toEqual([1, 1, 1]);
+  });
+
+  it("scrapes a /metrics that promtool check metrics accepts, with every contract metric", async () => {
+    const text = await (await fetch(`${v1.server.url}/metrics`)).text();
+    for (const name of CONTRACT_METRICS) expect(text).toContain(`# TYPE ${name} `);
+    const lint = await runTool(requireTool("promtool"), ["check", "metrics"], { input: text });
+    expect({ code: lint.code, output: lint.stdout + lint.stderr }).toEqual({ code: 0, output: "" });
   });
 
   it("records the version distribution of workers and of live sessions", async () => {

@@ -25,6 +25,13 @@ describe("runTool", () => {
     expect(result.stdout + result.stderr).toContain("/nonexistent-openrtc.rules.yml");
   });
 
+  it("feeds input on stdin", async () => {
+    const bad = await runTool(requireTool("promtool"), ["check", "metrics"], { input: "# TYPE x counter\nx 1\n" });
+    // promtool exits 3 for lint problems.
+    expect(bad.code).toBe(3);
+    expect(bad.stdout + bad.stderr).toContain('counter metrics should have "_total" suffix');
+  });
+
   it("rejects when the binary cannot be spawned", async () => {
     await expect(runTool("/nonexistent-openrtc-binary", [])).rejects.toThrow(/ENOENT/);
   });

@@ -69,9 +69,12 @@ export interface ToolResult {
 }
 
 /** Runs a tool to completion and collects its output; never rejects on a non-zero exit. */
-export function runTool(bin: string, args: readonly string[], options: { cwd?: string } = {}): Promise<ToolResult> {
+export function runTool(bin: string, args: readonly string[], options: { cwd?: string; input?: string } = {}): Promise<ToolResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(bin, args, { cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(bin, args, { cwd: options.cwd, stdio: ["pipe", "pipe", "pipe"] });
+    // A tool that exits without reading its input must not crash the test with EPIPE.
+    child.stdin.on("error", () => undefined);
+    child.stdin.end(options.input ?? "");
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
