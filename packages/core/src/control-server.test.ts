@@ -72,7 +72,7 @@ describe("control server", () => {
     const metrics = await fetch(`${server.url}/metrics`);
     expect(metrics.headers.get("content-type")).toContain("text/plain");
     expect(await metrics.text()).toContain('openrtc_active_sessions{tenant="acme"} 1');
-    const sessions = await (await fetch(`${server.url}/sessions`)).json();
+    const sessions = (await (await fetch(`${server.url}/sessions`)).json()) as { sessions: unknown[] };
     expect(sessions.sessions).toEqual([expect.objectContaining({ job_id: "j1", tenant: "acme" })]);
   });
 

@@ -81,6 +81,7 @@ export interface PoolEvents {
   sessionStarted: [info: SessionInfo];
   sessionEnded: [info: SessionInfo, outcome: SessionOutcome];
   rejected: [error: JobRejectedError];
+  membership: [member: boolean];
   drainStuck: [live: LiveSessionView[]];
 }
 
@@ -453,6 +454,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       worker_id: this.workerIdValue,
       member,
     });
+    this.emit("membership", member);
   }
 
   private transition(to: PoolState): void {

@@ -37,7 +37,7 @@ describe("one span per session (real OTel SDK, in-memory exporter)", () => {
     expect(byJob["job-ok"]?.status.code).toBe(SpanStatusCode.OK);
     expect(byJob["job-ok"]?.events).toEqual([]);
     expect(byJob["job-bad"]?.status).toEqual({ code: SpanStatusCode.ERROR, message: "tts hung" });
-    expect(byJob["job-bad"]?.events.map((e) => e.name)).toEqual(["openrtc.drain_started"]);
+    expect(byJob["job-bad"]?.events.map((e: { name: string }) => e.name)).toEqual(["openrtc.drain_started"]);
     expect(byJob["job-bad"]?.events[0]?.attributes).toMatchObject({ "openrtc.drain.actor": "deployer", "openrtc.drain.reason": "v3" });
     expect(byJob["job-cancel"]?.status.code).toBe(SpanStatusCode.UNSET);
     expect(byJob["job-cancel"]?.attributes["openrtc.session.status"]).toBe("cancelled");

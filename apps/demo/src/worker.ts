@@ -1,0 +1,75 @@
+// One voice-agent worker process: a real @livekit/agents AgentServer with OpenRTC attached.
+// Configured from the environment (what a Kubernetes pod spec or a systemd unit would set):
+//   LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET   where to register
+//   OPENRTC_DEPLOYMENT_VERSION                          this build's version, e.g. v2.0.0
+//   OPENRTC_MANIFEST_FILE, OPENRTC_MEMBERSHIP_SECRETS   optional: the signed active-version manifest
+//   OPENRTC_CONTROL_PORT                                control server port (default 0: any)
+//   OPENRTC_DRAIN_TIMEOUT_MS                            when a drain counts as stuck (default 1 h)
+// With an IPC channel (the demo's coordinator), the worker reports {type:"ready"} and forwards
+// its audit records ({type:"audit"}) so the run has one audit file; otherwise it logs them.
+import { fileURLToPath } from "node:url";
+import { initializeLogger } from "@livekit/agents";
+import { AgentPool, attachProcessLifecycle, createControlServer, fileManifest, ManifestGate, type AuditSink } from "@openrtc/core";
+import { createAgentServer } from "@openrtc/core/livekit";
+
+initializeLogger({ pretty: false, level: process.env.LOG_LEVEL ?? "warn" });
+
+const ipc = typeof process.send === "function";
+const send = (message: unknown) => {
+  if (process.connected && process.send) process.send(message);
+};
+
+/** Forwards audit records to the coordinator, which writes the run's single audit file. */
+const forwardSink: AuditSink = {
+  name: "coordinator",
+  write(records) {
+    if (!ipc) {
+      for (const r of records) process.stderr.write(`${JSON.stringify(r)}\n`);
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      if (!process.connected) return reject(new Error("coordinator IPC channel closed"));
+      process.send!({ type: "audit", records }, (error: Error | null) => (error ? reject(error) : resolve()));
+    });
+  },
+};
+
+const secrets = (process.env.OPENRTC_MEMBERSHIP_SECRETS ?? "").split(",").filter((s) => s !== "");
+let membership: ManifestGate | undefined;
+if (process.env.OPENRTC_MANIFEST_FILE) {
+  membership = new ManifestGate({ secrets, sources: [fileManifest(process.env.OPENRTC_MANIFEST_FILE, { pollIntervalMs: 250 })] });
+}
+
+const pool = new AgentPool({
+  deploymentVersion: process.env.OPENRTC_DEPLOYMENT_VERSION,
+  auditSinks: [forwardSink],
+  ...(membership ? { membership } : {}),
+  ...(process.env.OPENRTC_DRAIN_TIMEOUT_MS ? { drainTimeoutMs: Number(process.env.OPENRTC_DRAIN_TIMEOUT_MS) } : {}),
+});
+const control = await createControlServer(pool, { port: Number(process.env.OPENRTC_CONTROL_PORT ?? 0) });
+const { server, binding } = await createAgentServer(pool, {
+  agent: fileURLToPath(new URL("./agent.ts", import.meta.url)),
+  wsURL: process.env.LIVEKIT_URL ?? "",
+  apiKey: process.env.LIVEKIT_API_KEY ?? "",
+  apiSecret: process.env.LIVEKIT_API_SECRET ?? "",
+  host: "127.0.0.1",
+  port: 0,
+  // No warm job processes: @livekit/agents 1.9 replaces a used idle process at once, and
+  // closing the server while that replacement is still starting waits out
+  // shutdownProcessTimeout, which would hold a drained worker's exit for seconds.
+  shutdownProcessTimeout: 10_000,
+});
+
+attachProcessLifecycle(pool, {
+  beforeExit: async () => {
+    await server.close();
+    await binding.close();
+    await control.close();
+  },
+});
+pool.on("state", (state) => send({ type: "state", state }));
+server.event.on("worker_registered", (workerId: string) => send({ type: "ready", workerId, controlUrl: control.url, pid: process.pid }));
+// The coordinator's IPC channel closing must not end the worker or its calls.
+process.on("disconnect", () => {});
+
+await server.run();
