@@ -2,7 +2,7 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-s
 import type { AuditRecord } from "@openrtc/core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { importClientS3 } from "../src/s3/peer.ts";
-import { S3FlushTimeoutError, S3SpoolFullError, s3AuditLines, s3Sink } from "../src/s3/index.ts";
+import { S3FlushTimeoutError, S3SpoolFullError, s3AuditLineEntries, s3AuditLines, s3Sink } from "../src/s3/index.ts";
 import type { S3Sink, S3SinkOptions, S3SinkStats } from "../src/s3/index.ts";
 import {
   BUCKET,
@@ -283,6 +283,12 @@ describe("s3AuditLines", () => {
     };
     expect(await read()).toEqual(lines([...a, ...b]));
     expect(await read("b")).toEqual(lines(b));
+    const entries = [];
+    for await (const entry of s3AuditLineEntries({ client, bucket: BUCKET, prefix: "audit/prod", origin: "b" })) entries.push(entry);
+    expect(entries.map((entry) => [entry.key.split("/").at(-1), entry.lineNo])).toEqual([
+      [`${"1".padStart(20, "0")}-${"1".padStart(20, "0")}.jsonl`, 1],
+      [`${"2".padStart(20, "0")}-${"2".padStart(20, "0")}.jsonl`, 1],
+    ]);
   });
 
   it("builds its own client from clientConfig", async () => {

@@ -15,12 +15,26 @@ export interface S3AuditLinesOptions {
   requestTimeoutMs?: number;
 }
 
+/** One line of an audit object, with where it came from (for error reports). */
+export interface S3AuditLine {
+  /** The object's key. */
+  key: string;
+  /** 1-based line number within the object. */
+  lineNo: number;
+  line: string;
+}
+
 /**
  * The audit lines the S3 sink wrote under `s3://bucket/prefix`, object by object in key order
  * (ListObjectsV2, all pages, keys sorted, then GetObject each): per origin that is `seq` order, ready for
  * `verifyAuditLog` / `AuditVerifier`. Objects not in the sink's key layout are skipped.
  */
 export async function* s3AuditLines(options: S3AuditLinesOptions): AsyncGenerator<string, void, undefined> {
+  for await (const entry of s3AuditLineEntries(options)) yield entry.line;
+}
+
+/** Like `s3AuditLines`, with each line's object key and line number (as `openrtc audit verify` reports them). */
+export async function* s3AuditLineEntries(options: S3AuditLinesOptions): AsyncGenerator<S3AuditLine, void, undefined> {
   if (typeof options.bucket !== "string" || options.bucket === "") {
     throw new TypeError("s3AuditLines: bucket is required (the S3 bucket name)");
   }
@@ -65,7 +79,10 @@ export async function* s3AuditLines(options: S3AuditLinesOptions): AsyncGenerato
     for (const key of keys) {
       const object = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), signal());
       const text = (await object.Body?.transformToString("utf8")) ?? "";
-      for (const line of text.split("\n")) if (line !== "") yield line;
+      const lines = text.split("\n");
+      // The final "" after the last newline is not a line; any other empty line is (the verifier flags it).
+      if (lines.at(-1) === "") lines.pop();
+      for (const [index, line] of lines.entries()) yield { key, lineNo: index + 1, line };
     }
   } finally {
     if (options.client === undefined) client.destroy();
