@@ -30,7 +30,7 @@ fi
 
 job="${1:-}"; shift || true
 case "$job" in
-  test)  exec "${PNPM[@]}" exec turbo run typecheck test --output-logs=new-only "$@" ;;
+  test)  exec "${PNPM[@]}" exec turbo run typecheck test --concurrency=1 --output-logs=new-only "$@" ;;
   demo)  exec "${PNPM[@]}" --filter @openrtc/demo run start "$@" ;;
   bench) exec "${PNPM[@]}" -r --workspace-concurrency=1 --if-present run bench "$@" ;;
   setup) ;;
