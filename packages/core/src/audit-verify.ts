@@ -1,4 +1,7 @@
+import type { KeyObject } from "node:crypto";
 import { GENESIS_HASH, HASH_PATTERN, computeRecordHash } from "./audit-hash.ts";
+import { CHECKPOINT_EVENT, CheckpointKeys, normalizeExpectedCheckpoint } from "./audit-checkpoint.ts";
+import type { ExpectedCheckpoint } from "./audit-checkpoint.ts";
 
 /**
  * What is wrong with the first bad line:
@@ -11,8 +14,25 @@ import { GENESIS_HASH, HASH_PATTERN, computeRecordHash } from "./audit-hash.ts";
  *   which takes the next `seq` without linking to its predecessor while the original follows;
  * - `broken_chain`: `prev_hash` is not the hash of the previous record of the origin (a record
  *   was rewritten and re-hashed, or replaced).
+ * Checkpoints (see `audit-checkpoint.ts`):
+ * - `bad_signature`: a checkpoint's signature does not verify with the keys given (or it has
+ *   none they can check);
+ * - `checkpoint_mismatch`: a checkpoint's size/head do not match the chain before it, or the
+ *   record at an expected checkpoint's size has another hash (history was rewritten);
+ * - `truncated`: the log ends before an expected checkpoint's size (its tail was cut);
+ * - `unsigned`: with `requireSigned`, an origin has no verified checkpoint.
  */
-export type AuditFault = "gap" | "reorder" | "edited" | "inserted" | "broken_chain" | "malformed";
+export type AuditFault =
+  | "gap"
+  | "reorder"
+  | "edited"
+  | "inserted"
+  | "broken_chain"
+  | "malformed"
+  | "bad_signature"
+  | "checkpoint_mismatch"
+  | "truncated"
+  | "unsigned";
 
 export interface AuditVerifyOptions {
   /**
@@ -21,6 +41,18 @@ export interface AuditVerifyOptions {
    * must start at `seq` 1 from the genesis hash.
    */
   partial?: boolean;
+  /** HMAC secrets checkpoints may be signed with (several while rotating). */
+  hmacSecrets?: readonly string[];
+  /** Ed25519 public keys (KeyObject or PEM) checkpoints may be signed with. */
+  ed25519PublicKeys?: readonly (KeyObject | string)[];
+  /**
+   * Checkpoints kept apart from the log (e.g. from `hooks.onCheckpoint`): `{ origin, size, head }`
+   * or the checkpoint record itself. The log must still hold that origin's records up to `size`,
+   * and the one at `size` must have hash `head`.
+   */
+  expectCheckpoint?: ExpectedCheckpoint | Readonly<Record<string, unknown>> | readonly (ExpectedCheckpoint | Readonly<Record<string, unknown>>)[];
+  /** Every origin must have at least one checkpoint verified with the keys given. */
+  requireSigned?: boolean;
 }
 
 /** Where a line came from: 1-based line number, and the file when a reader spans several. */
@@ -36,6 +68,12 @@ export interface AuditChainSummary {
   lastSeq: number;
   /** `hash` of the origin's last record. */
   headHash: string;
+  /** Checkpoint records seen. */
+  checkpoints: number;
+  /** Highest `checkpoint_size` whose signature verified with the keys given (0: none). */
+  signedSize: number;
+  /** Signature kinds that verified the last checkpoint ("hmac", "ed25519"); empty without keys. */
+  lastCheckpointVerifiedBy: string[];
 }
 
 export interface AuditVerifyOk {
@@ -75,6 +113,9 @@ interface Chain {
   records: number;
   firstSeq: number;
   last: Parsed;
+  checkpoints: number;
+  signedSize: number;
+  lastVerifiedBy: string[];
 }
 
 /**
@@ -94,6 +135,8 @@ type Pending =
  */
 export class AuditVerifier {
   readonly #options: AuditVerifyOptions;
+  readonly #keys: CheckpointKeys;
+  readonly #expected = new Map<string, ExpectedCheckpoint>();
   readonly #chains = new Map<string, Chain>();
   #records = 0;
   #lineNo = 0;
@@ -102,8 +145,19 @@ export class AuditVerifier {
   #failure: AuditVerifyFailure | undefined;
   #finished: AuditVerifyResult | undefined;
 
+  /** Throws a TypeError (naming the option) for unusable keys or expected checkpoints. */
   constructor(options: AuditVerifyOptions = {}) {
     this.#options = options;
+    this.#keys = new CheckpointKeys(options.hmacSecrets, options.ed25519PublicKeys);
+    const expected = options.expectCheckpoint;
+    for (const e of expected === undefined ? [] : Array.isArray(expected) ? expected : [expected]) {
+      const cp = normalizeExpectedCheckpoint(e);
+      const known = this.#expected.get(cp.origin);
+      if (!known || known.size < cp.size) this.#expected.set(cp.origin, cp);
+    }
+    if (options.requireSigned && !this.#keys.any) {
+      throw new TypeError("verifyAuditLog: requireSigned needs hmacSecrets or ed25519PublicKeys to check signatures with");
+    }
   }
 
   /** The first fault found so far, if any. */
@@ -139,6 +193,7 @@ export class AuditVerifier {
   finish(): AuditVerifyResult {
     if (this.#finished) return this.#finished;
     if (!this.#failure && this.#pending) this.#settlePending();
+    if (!this.#failure) this.#finalChecks();
     if (this.#failure) {
       this.#finished = this.#failure;
       return this.#failure;
@@ -149,6 +204,9 @@ export class AuditVerifier {
       firstSeq: c.firstSeq,
       lastSeq: c.last.seq,
       headHash: c.last.hash,
+      checkpoints: c.checkpoints,
+      signedSize: c.signedSize,
+      lastCheckpointVerifiedBy: c.lastVerifiedBy,
     }));
     this.#finished = { ok: true, records: this.#records, origins: chains.length, chains };
     return this.#finished;
@@ -207,8 +265,9 @@ export class AuditVerifier {
       return;
     }
     if (!chain) {
-      this.#chains.set(r.origin, { origin: r.origin, records: 1, firstSeq: r.seq, last: r });
-      this.#records++;
+      const created: Chain = { origin: r.origin, records: 0, firstSeq: r.seq, last: r, checkpoints: 0, signedSize: 0, lastVerifiedBy: [] };
+      this.#chains.set(r.origin, created);
+      this.#accept(created, r);
       if (this.#options.partial || (r.seq === 1 && r.prevHash === GENESIS_HASH)) return;
       if (r.seq === 1) {
         this.#anomaly({ kind: "link", at: r, parent: undefined });
@@ -236,6 +295,47 @@ export class AuditVerifier {
     chain.last = r;
     chain.records++;
     this.#records++;
+    const expected = this.#expected.get(r.origin);
+    if (expected && expected.size === r.seq && expected.head !== r.hash) {
+      this.#fail(r.pos, r.seq, "checkpoint_mismatch", `${where(r.pos)} (seq ${r.seq} of ${r.origin}) has not the hash the expected checkpoint holds for it; the history up to it was rewritten`, r.origin);
+    }
+    if (r.record.event === CHECKPOINT_EVENT) this.#checkCheckpoint(chain, r);
+  }
+
+  #checkCheckpoint(chain: Chain, r: Parsed): void {
+    chain.checkpoints++;
+    const { checkpoint_size: size, checkpoint_head: head } = r.record;
+    if (size !== r.seq - 1 || head !== r.prevHash) {
+      this.#fail(r.pos, r.seq, "checkpoint_mismatch", `${where(r.pos)} (seq ${r.seq} of ${r.origin}): checkpoint_size/checkpoint_head must name the record just before it (seq ${r.seq - 1}, hash = prev_hash)`, r.origin);
+      return;
+    }
+    const check = this.#keys.check(r.record, r.origin, size, head);
+    if (check.problem !== undefined) {
+      this.#fail(r.pos, r.seq, "bad_signature", `${where(r.pos)} (checkpoint seq ${r.seq} of ${r.origin}) is not trusted: ${check.problem}`, r.origin);
+      return;
+    }
+    chain.lastVerifiedBy = check.verifiedBy;
+    if (check.verifiedBy.length > 0) chain.signedSize = size;
+  }
+
+  #finalChecks(): void {
+    for (const expected of this.#expected.values()) {
+      const chain = this.#chains.get(expected.origin);
+      if (!chain || chain.last.seq < expected.size) {
+        const have = chain ? `ends at seq ${chain.last.seq}` : "has no record of it";
+        const pos = chain ? chain.last.pos : { line: this.#lineNo };
+        this.#fail(pos, chain ? chain.last.seq : null, "truncated", `the log ${have} but a checkpoint of ${expected.origin} covers seq 1..${expected.size}: its tail was cut`, expected.origin);
+        return;
+      }
+    }
+    if (this.#options.requireSigned) {
+      for (const chain of this.#chains.values()) {
+        if (chain.signedSize === 0) {
+          this.#fail(chain.last.pos, chain.last.seq, "unsigned", `origin ${chain.origin} has no checkpoint verified with the keys given; its records are only hash-chained`, chain.origin);
+          return;
+        }
+      }
+    }
   }
 
   #anomaly(p: Pending): void {

@@ -3,6 +3,8 @@ import { randomBytes } from "node:crypto";
 import type { Clock } from "./clock.ts";
 import { systemClock } from "./clock.ts";
 import { GENESIS_HASH, sha256Hex } from "./audit-hash.ts";
+import { CHECKPOINT_EVENT, CheckpointSigner } from "./audit-checkpoint.ts";
+import type { AuditCheckpointOptions } from "./audit-checkpoint.ts";
 
 /** Event types the product writes. Users may emit their own dotted names too. */
 export const AuditEventType = {
@@ -15,8 +17,10 @@ export const AuditEventType = {
   DrainStuck: "deployment.drain_stuck",
   WorkerExited: "worker.exited",
   MembershipChanged: "worker.membership_changed",
-  /** Written by the log itself (signed checkpoints), never by callers. */
+  /** Written by the log itself (signed checkpoints); a caller's `emit` of it is renamed. */
   Checkpoint: "audit.checkpoint",
+  /** What a caller's `emit("audit.checkpoint")` becomes (the name is in `field_conflicts.event`). */
+  ReservedEvent: "audit.reserved_event",
 } as const;
 
 /**
@@ -69,6 +73,8 @@ export interface AuditHooks {
   onSinkError?(sinkName: string, error: unknown): void;
   /** `count` records will never reach this sink (its queue was full, or the log was closed). */
   onDropped?(sinkName: string, count: number): void;
+  /** A signed checkpoint was written: keep the latest one apart from the log (see `expectCheckpoint`). */
+  onCheckpoint?(record: AuditRecord): void;
 }
 
 export interface AuditLogOptions {
@@ -92,6 +98,8 @@ export interface AuditLogOptions {
   /** Retry backoff after a failed write: doubles from `initialMs` up to `maxMs`. Default 100 / 30_000. */
   retry?: { initialMs?: number; maxMs?: number };
   hooks?: AuditHooks;
+  /** Signed checkpoints in the chain (see `audit-checkpoint.ts`). Default: none. */
+  checkpoint?: AuditCheckpointOptions;
 }
 
 export interface AuditSinkStats {
@@ -238,6 +246,9 @@ export class AuditLog {
   #closed = false;
   #closing: Promise<AuditFlushResult> | undefined;
   #waiters: FlushWaiter[] = [];
+  readonly #signer: CheckpointSigner | undefined;
+  #sinceCheckpoint = 0;
+  #checkpointTimer: NodeJS.Timeout | undefined;
 
   constructor(options: AuditLogOptions = {}) {
     const sinks = options.sinks ?? [];
@@ -280,6 +291,14 @@ export class AuditLog {
       lastError: null,
       closed: false,
     }));
+    if (options.checkpoint !== undefined) {
+      this.#signer = new CheckpointSigner(options.checkpoint);
+      const interval = this.#signer.intervalSeconds;
+      if (interval !== undefined) {
+        this.#checkpointTimer = setInterval(() => this.checkpoint(), interval * 1000);
+        this.#checkpointTimer.unref();
+      }
+    }
   }
 
   /** `seq` of the last record emitted (0 before the first). */
@@ -296,12 +315,47 @@ export class AuditLog {
   emit(type: string, fields?: AuditEmitFields): AuditRecord {
     let record: AuditRecord;
     try {
-      record = this.#build(type, fields);
+      record = this.#build(type, fields, false, false);
     } catch (error) {
       // Only reachable through something as odd as a hostile Proxy; still write a record.
-      record = this.#build(type, { emit_error: describeError(error) }, true);
+      record = this.#build(type, { emit_error: describeError(error) }, true, false);
     }
     this.#dispatch(record);
+    if (this.#signer) {
+      this.#sinceCheckpoint++;
+      if (this.#signer.every !== undefined && this.#sinceCheckpoint >= this.#signer.every) this.#schedule();
+    }
+    return record;
+  }
+
+  /**
+   * Writes a signed checkpoint covering every record so far, now, and returns it; undefined when
+   * checkpoints are not configured or nothing was emitted since the last one. The log also
+   * calls this every `checkpoint.every` records (at the next delivery turn, keeping `emit`
+   * cheap), every `checkpoint.intervalSeconds`, and in `close`.
+   */
+  checkpoint(): AuditRecord | undefined {
+    const signer = this.#signer;
+    if (!signer || this.#sinceCheckpoint === 0) return undefined;
+    const size = this.#seq;
+    const head = this.#lastHash;
+    let signature: Record<string, string>;
+    try {
+      signature = signer.sign(this.origin, size, head);
+    } catch (error) {
+      signature = { sign_error: describeError(error) };
+    }
+    const record = this.#build(CHECKPOINT_EVENT, { checkpoint_size: size, checkpoint_head: head, ...signature }, false, true);
+    this.#sinceCheckpoint = 0;
+    this.#dispatch(record);
+    const onCheckpoint = this.#hooks.onCheckpoint;
+    if (onCheckpoint) {
+      try {
+        onCheckpoint.call(this.#hooks, record);
+      } catch {
+        // hooks are observers
+      }
+    }
     return record;
   }
 
@@ -351,6 +405,8 @@ export class AuditLog {
 
   async #close(timeoutMs: number): Promise<AuditFlushResult> {
     const started = Date.now();
+    clearInterval(this.#checkpointTimer);
+    this.checkpoint();
     const result = await this.flush({ timeoutMs });
     this.#closed = true;
     const deadline = started + timeoutMs;
@@ -368,11 +424,17 @@ export class AuditLog {
     return result;
   }
 
-  #build(type: unknown, fields: unknown, fallback = false): AuditRecord {
+  #build(type: unknown, fields: unknown, fallback: boolean, internal: boolean): AuditRecord {
     const seq = this.#seq + 1;
     const f = (fields !== null && typeof fields === "object" ? fields : {}) as Record<string, unknown>;
     const timestamp = this.#now();
-    const event = toText(type, "");
+    let event = toText(type, "");
+    let conflicts: Record<string, unknown> | undefined;
+    if (event === CHECKPOINT_EVENT && !internal) {
+      // Only the log writes checkpoints: a caller's would look like an unverifiable one.
+      conflicts = { event };
+      event = AuditEventType.ReservedEvent;
+    }
     const actor = toText(f.actor, "system");
     const target = toText(f.target, "");
     const result = toText(f.result, "ok");
@@ -382,7 +444,6 @@ export class AuditLog {
     // gives, at a fraction of its cost on this hot path (`canonical` is dropped if a key would
     // be enumerated out of insertion order).
     let text: string | undefined = `{"seq":${seq},"timestamp":${timestamp},"event":${quote(event)},"actor":${quote(actor)},"target":${quote(target)},"result":${quote(result)},"version":${version === null ? "null" : quote(version)}`;
-    let conflicts: Record<string, unknown> | undefined;
     if (!fallback) {
       // for-in over an own-property check allocates no key array (this runs on every emit).
       for (const key in f) {
@@ -444,15 +505,20 @@ export class AuditLog {
         s.queue.push(record);
       }
     }
-    if (!this.#scheduled && (this.#sinks.length > 0 || drops)) {
-      this.#scheduled = true;
-      queueMicrotask(this.#pump);
-    }
+    if (this.#sinks.length > 0 || drops) this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    queueMicrotask(this.#pump);
   }
 
   /** One microtask per burst of emits: report drops, then start a write on every idle sink. */
   readonly #pump = (): void => {
     this.#scheduled = false;
+    const every = this.#signer?.every;
+    if (every !== undefined && this.#sinceCheckpoint >= every) this.checkpoint();
     for (const s of this.#sinks) {
       if (s.unreportedDrops > 0) {
         const count = s.unreportedDrops;

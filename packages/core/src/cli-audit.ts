@@ -1,11 +1,15 @@
+import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { listAuditFiles, readAuditFiles } from "./audit-files.ts";
+import { CheckpointKeys } from "./audit-checkpoint.ts";
 import { AuditVerifier } from "./audit-verify.ts";
 import type { AuditVerifyOptions, AuditVerifyResult } from "./audit-verify.ts";
 import { EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, UsageError } from "./cli-command.ts";
 import type { CliCommand, CliIo } from "./cli-command.ts";
 
 const VERIFY_USAGE = `Usage: openrtc audit verify FILE [--json] [--partial]
+         [--hmac-secret-env NAME]... [--ed25519-public-key PEMFILE]...
+         [--expect-checkpoint JSONFILE]... [--require-signed]
 
 Checks an audit log's hash chains: every record's hash, seq continuity and prev_hash links,
 per origin. FILE is the log's (active) file; its rotated siblings (FILE stem.NNNNNNNN.jsonl)
@@ -14,6 +18,17 @@ are read first, in order. FILE may also be a directory holding one log.
   --json      print the result as one JSON object
   --partial   the log may start mid-chain (e.g. older rotated files were pruned): the first
               record of each origin is taken on trust instead of having to be seq 1
+  --hmac-secret-env NAME
+              check checkpoint HMACs with the secret in environment variable NAME
+              (repeat for each secret while rotating; secrets are never printed)
+  --ed25519-public-key PEMFILE
+              check checkpoint Ed25519 signatures with this public key (repeatable)
+  --expect-checkpoint JSONFILE
+              a checkpoint kept apart from the log (a checkpoint record, or
+              {"origin","size","head"}; one per line for several origins): the log must still
+              reach it with the same hash, so a cut tail or rewritten history is caught
+  --require-signed
+              every origin must have at least one checkpoint that verifies
 
 Exit status: 0 intact, 1 a bad line (its file, line number, seq and fault kind are printed),
 2 usage error or unreadable log.
@@ -56,6 +71,10 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
       options: {
         json: { type: "boolean", default: false },
         partial: { type: "boolean", default: false },
+        "hmac-secret-env": { type: "string", multiple: true },
+        "ed25519-public-key": { type: "string", multiple: true },
+        "expect-checkpoint": { type: "string", multiple: true },
+        "require-signed": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -71,7 +90,44 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     throw new UsageError(`verify: expected exactly one FILE, got ${positionals.length}\n\n${VERIFY_USAGE}`);
   }
   const path = positionals[0] as string;
-  const options: AuditVerifyOptions = { partial: values.partial };
+  const options: AuditVerifyOptions = { partial: values.partial, requireSigned: values["require-signed"] };
+  const secretEnvs = values["hmac-secret-env"] ?? [];
+  if (secretEnvs.length > 0) {
+    options.hmacSecrets = secretEnvs.map((name) => {
+      const secret = io.env[name];
+      if (!secret) throw new UsageError(`verify: environment variable ${name} (--hmac-secret-env) is not set or empty`);
+      return secret;
+    });
+  }
+  const keyFiles = values["ed25519-public-key"] ?? [];
+  if (keyFiles.length > 0) {
+    options.ed25519PublicKeys = await Promise.all(
+      keyFiles.map(async (f) => {
+        const pem = await readText(f, "--ed25519-public-key");
+        try {
+          new CheckpointKeys(undefined, [pem]);
+        } catch (error) {
+          throw new UsageError(`verify: ${f} (--ed25519-public-key): ${(error as Error).message.replace(/^verifyAuditLog: /, "")}`);
+        }
+        return pem;
+      }),
+    );
+  }
+  const expected: Record<string, unknown>[] = [];
+  for (const f of values["expect-checkpoint"] ?? []) {
+    for (const line of (await readText(f, "--expect-checkpoint")).split("\n")) {
+      if (line.trim() === "") continue;
+      try {
+        expected.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        throw new UsageError(`verify: ${f} (--expect-checkpoint) is not JSON: expected a checkpoint record or {"origin","size","head"} per line`);
+      }
+    }
+  }
+  if (expected.length > 0) options.expectCheckpoint = expected;
+  if (options.requireSigned && !options.hmacSecrets && !options.ed25519PublicKeys) {
+    throw new UsageError("verify: --require-signed needs --hmac-secret-env or --ed25519-public-key to check signatures with");
+  }
 
   let files: string[];
   try {
@@ -79,7 +135,12 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
   } catch (error) {
     throw new UsageError(`verify: cannot read ${path}: ${describeIoError(error)}`);
   }
-  const verifier = new AuditVerifier(options);
+  let verifier: AuditVerifier;
+  try {
+    verifier = new AuditVerifier(options);
+  } catch (error) {
+    throw new UsageError(`verify: ${(error as Error).message}`);
+  }
   try {
     for await (const { file, lineNo, line } of readAuditFiles(path)) {
       if (!verifier.push(line, { file, line: lineNo })) break;
@@ -95,10 +156,20 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
 function summary(result: AuditVerifyResult, files: readonly string[]): string {
   const where = files.length === 1 ? (files[0] as string) : `${files.length} files (${files[0]} … ${files[files.length - 1]})`;
   if (result.ok) {
-    return `OK: ${result.records} records, ${result.origins} ${result.origins === 1 ? "origin" : "origins"}, chains intact in ${where}\n`;
+    const signed = result.chains.filter((c) => c.signedSize > 0);
+    const checkpoints = signed.length === 0 ? "" : `; signed checkpoints cover ${signed.map((c) => `${c.origin} 1..${c.signedSize} of ${c.lastSeq}`).join(", ")}`;
+    return `OK: ${result.records} records, ${result.origins} ${result.origins === 1 ? "origin" : "origins"}, chains intact in ${where}${checkpoints}\n`;
   }
   const seq = result.seq === null ? "no seq" : `seq ${result.seq}`;
   return `FAILED: ${result.fault} at line ${result.line}${result.file === undefined ? "" : ` of ${result.file}`} (${seq})\n  ${result.message}\n`;
+}
+
+async function readText(path: string, flag: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    throw new UsageError(`verify: cannot read ${path} (${flag}): ${describeIoError(error)}`);
+  }
 }
 
 function describeIoError(error: unknown): string {

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -8,6 +9,7 @@ import { AuditLog } from "./audit.ts";
 import { rotatedAuditFilePath } from "./audit-files.ts";
 import { commands, main } from "./cli.ts";
 import type { CliIo } from "./cli.ts";
+import type { AuditRecord } from "./audit.ts";
 
 const packageDir = dirname(dirname(fileURLToPath(import.meta.url)));
 let dir: string;
@@ -24,20 +26,28 @@ async function writeLog(name: string, lines: readonly string[]): Promise<string>
 }
 
 async function run(...argv: string[]) {
+  return runWithEnv({}, ...argv);
+}
+
+async function runWithEnv(env: Record<string, string>, ...argv: string[]) {
   let stdout = "";
   let stderr = "";
-  const io: CliIo = { stdout: (t) => void (stdout += t), stderr: (t) => void (stderr += t), env: {} };
+  const io: CliIo = { stdout: (t) => void (stdout += t), stderr: (t) => void (stderr += t), env };
   const code = await main(argv, io);
   return { code, stdout, stderr };
 }
 
 /** The real thing: `openrtc` as a child process, from source. */
 function runChild(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runChildWithEnv({}, ...argv);
+}
+
+function runChildWithEnv(env: Record<string, string>, ...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       ["--conditions=@openrtc/source", "--import", "tsx", "src/cli.ts", ...argv],
-      { cwd: packageDir, timeout: 20_000 },
+      { cwd: packageDir, timeout: 20_000, env: { ...process.env, ...env } },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
         resolve({ code, stdout, stderr });
@@ -151,5 +161,63 @@ describe("main (in process)", () => {
       expect(command.summary.length).toBeGreaterThan(0);
       expect(command.usage).toContain("Usage: openrtc");
     }
+  });
+});
+
+describe("audit verify with signed checkpoints", () => {
+  const SECRET = "cli-secret-value";
+  const ed = generateKeyPairSync("ed25519");
+
+  async function signedLog(name: string) {
+    const lines: string[] = [];
+    let kept: AuditRecord | undefined;
+    const log = new AuditLog({
+      origin: "w1",
+      sinks: [{ name: "mem", write: async (rs) => void lines.push(...rs.map((r) => JSON.stringify(r))) }],
+      checkpoint: { every: 1000, hmacSecrets: [SECRET], ed25519PrivateKey: ed.privateKey },
+      hooks: { onCheckpoint: (r) => void (kept = r) },
+    });
+    for (let i = 0; i < 4; i++) log.emit("x", { i });
+    await log.close();
+    const path = await writeLog(name, lines);
+    const keyFile = join(dir, `${name}.pub.pem`);
+    await writeFile(keyFile, ed.publicKey.export({ type: "spki", format: "pem" }));
+    const expectFile = join(dir, `${name}.checkpoint.json`);
+    await writeFile(expectFile, `${JSON.stringify(kept)}\n`);
+    return { path, lines, keyFile, expectFile };
+  }
+
+  it("checks signatures with a secret from the environment (child process)", async () => {
+    const { path } = await signedLog("signed.jsonl");
+    const ok = await runChildWithEnv({ AUDIT_HMAC: SECRET }, "audit", "verify", path, "--hmac-secret-env", "AUDIT_HMAC", "--require-signed");
+    expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining("signed checkpoints cover w1 1..4 of 5") });
+    const wrong = await runChildWithEnv({ AUDIT_HMAC: "not-it" }, "audit", "verify", path, "--hmac-secret-env", "AUDIT_HMAC");
+    expect(wrong.code).toBe(1);
+    expect(wrong.stdout).toContain("FAILED: bad_signature at line 5");
+    expect(wrong.stdout + wrong.stderr).not.toContain("not-it");
+  });
+
+  it("checks Ed25519 signatures with a public key file and a cut tail with --expect-checkpoint", async () => {
+    const { path, lines, keyFile, expectFile } = await signedLog("ed.jsonl");
+    expect(await run("audit", "verify", path, "--ed25519-public-key", keyFile, "--expect-checkpoint", expectFile)).toMatchObject({ code: 0 });
+    await writeFile(path, `${lines.slice(0, 2).join("\n")}\n`);
+    const cut = await run("audit", "verify", path, "--expect-checkpoint", expectFile);
+    expect(cut.code).toBe(1);
+    expect(cut.stdout).toContain("FAILED: truncated at line 2");
+  });
+
+  it("fails an unsigned log with --require-signed", async () => {
+    const path = await writeLog("unsigned.jsonl", makeLines(2));
+    const result = await runWithEnv({ K: SECRET }, "audit", "verify", path, "--hmac-secret-env", "K", "--require-signed");
+    expect(result).toMatchObject({ code: 1, stdout: expect.stringContaining("FAILED: unsigned") });
+  });
+
+  it("exits 2 for a missing secret variable, an unreadable or wrong key, a bad checkpoint file", async () => {
+    const { path, keyFile } = await signedLog("usage.jsonl");
+    expect(await run("audit", "verify", path, "--hmac-secret-env", "NOPE")).toMatchObject({ code: 2, stderr: expect.stringContaining("environment variable NOPE (--hmac-secret-env) is not set") });
+    expect(await run("audit", "verify", path, "--ed25519-public-key", join(dir, "missing.pem"))).toMatchObject({ code: 2, stderr: expect.stringContaining("missing.pem (--ed25519-public-key): no such file") });
+    expect(await run("audit", "verify", path, "--ed25519-public-key", path)).toMatchObject({ code: 2, stderr: expect.stringContaining("cannot read the Ed25519 public key") });
+    expect(await run("audit", "verify", path, "--expect-checkpoint", keyFile)).toMatchObject({ code: 2, stderr: expect.stringContaining("is not JSON") });
+    expect(await run("audit", "verify", path, "--require-signed")).toMatchObject({ code: 2, stderr: expect.stringContaining("--require-signed needs --hmac-secret-env or --ed25519-public-key") });
   });
 });

@@ -14,6 +14,13 @@ export type {
   AuditUndelivered,
 } from "./audit.ts";
 export { GENESIS_HASH, computeRecordHash } from "./audit-hash.ts";
+export {
+  CHECKPOINT_EVENT,
+  checkpointMessage,
+  ed25519KeyId,
+  hmacKeyId,
+} from "./audit-checkpoint.ts";
+export type { AuditCheckpointOptions, ExpectedCheckpoint } from "./audit-checkpoint.ts";
 export { AuditVerifier, verifyAuditLog } from "./audit-verify.ts";
 export type {
   AuditChainSummary,
