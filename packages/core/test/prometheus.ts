@@ -2,7 +2,7 @@
 // the setup command when they are missing, so a machine without them never passes
 // silently), runs promtool, and starts a real Prometheus server on a free loopback port.
 import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -249,9 +249,20 @@ async function startOnce(bin: string, options: StartPrometheusOptions): Promise<
   child.stdout.setEncoding("utf8").on("data", append);
   child.stderr.setEncoding("utf8").on("data", append);
   let exited = false;
+  // Last resort if the test process ends without running its teardown: never leave a server.
+  const killOnExit = (): void => {
+    if (!exited) child.kill("SIGKILL");
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // best effort: the process is ending
+    }
+  };
+  process.once("exit", killOnExit);
   const exit = new Promise<void>((r) =>
     child.on("close", () => {
       exited = true;
+      process.off("exit", killOnExit);
       r();
     }),
   );
