@@ -205,6 +205,18 @@ describe("s3Sink during an outage", () => {
     await second.flush();
     expect(await collectLines(port, "audit/prod")).toEqual(lines(fakeRecords(1, 8)));
   });
+
+  it("close() abandons an upload hanging on a silent server (the spool keeps its records)", async () => {
+    const hung = await startHungServer();
+    cleanups.push(() => hung.close());
+    // A request timeout longer than the test's: only close() aborting the request lets this pass.
+    const out = await sink(hung.port, { requestTimeoutMs: 120_000, clientConfig: clientConfig(hung.port, 120_000) });
+    await out.write(fakeRecords(1, 3));
+    await out.flush(1).catch(() => {});
+    await eventually(() => hung.connections() > 0);
+    await out.close();
+    expect(out.stats()).toMatchObject({ spooledRecords: 3, uploadedObjects: 0 });
+  });
 });
 
 describe("s3Sink requests", () => {
