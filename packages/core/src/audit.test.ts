@@ -4,6 +4,7 @@ import { AuditEventType, AuditLog, AuditSinkTimeoutError } from "./audit.ts";
 import type { AuditRecord, AuditSink } from "./audit.ts";
 import { GENESIS_HASH, computeRecordHash } from "./audit-hash.ts";
 import { verifyAuditLog } from "./audit-verify.ts";
+import { auditLine } from "./audit-line.ts";
 
 /** A sink keeping what it acknowledged, as the JSON lines a file sink would write. */
 function memorySink(name = "mem") {
@@ -99,6 +100,7 @@ describe("AuditLog.emit", () => {
     expect(Object.getPrototypeOf(records[6])).toBe(Object.prototype);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     const lines = records.map((r) => JSON.stringify(r));
+    expect(records.map((r) => auditLine(r))).toEqual(lines);
     expect(verifyAuditLog(lines)).toMatchObject({ ok: true, records: 7 });
   });
 
@@ -125,7 +127,10 @@ describe("AuditLog.emit", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.string(), fc.dictionary(fc.string(), fc.anything({ withBigInt: true, withDate: true, withMap: true, withNullPrototype: true, withSparseArray: true, withTypedArray: true }))), { maxLength: 8 }), (events) => {
         const log = new AuditLog({ origin: "prop" });
-        const lines = events.map(([type, fields]) => JSON.stringify(log.emit(type, fields)));
+        const records = events.map(([type, fields]) => log.emit(type, fields));
+        const lines = records.map((r) => JSON.stringify(r));
+        // The text the log remembers for line-writing sinks is exactly the record's JSON.
+        expect(records.map((r) => auditLine(r))).toEqual(lines);
         expect(verifyAuditLog(lines)).toMatchObject({ ok: true, records: events.length });
       }),
       { numRuns: 200 },

@@ -4,6 +4,7 @@ import type { Clock } from "./clock.ts";
 import { systemClock } from "./clock.ts";
 import { GENESIS_HASH, sha256Hex } from "./audit-hash.ts";
 import { CHECKPOINT_EVENT, CheckpointSigner } from "./audit-checkpoint.ts";
+import { rememberAuditLine } from "./audit-line.ts";
 import type { AuditCheckpointOptions } from "./audit-checkpoint.ts";
 
 /** Event types the product writes. Users may emit their own dotted names too. */
@@ -473,7 +474,10 @@ export class AuditLog {
     record.hash = hash;
     this.#seq = seq;
     this.#lastHash = hash;
-    return Object.freeze(record) as AuditRecord;
+    Object.freeze(record);
+    // Sinks that write lines reuse this text instead of serialising the record again.
+    rememberAuditLine(record as AuditRecord, `${text.slice(0, -1)},"hash":"${hash}"}`);
+    return record as AuditRecord;
   }
 
   #now(): number {
