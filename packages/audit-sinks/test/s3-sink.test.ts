@@ -121,10 +121,12 @@ describe("s3Sink during an outage", () => {
   it("server down (connection refused): write returns once spooled; after recovery everything arrives in order", async () => {
     const port = await freePort();
     const seen: S3SinkStats[] = [];
-    const out = await sink(port, { onBacklog: (stats) => seen.push(stats) });
+    let now = 1_000;
+    const out = await sink(port, { onBacklog: (stats) => seen.push(stats), clock: () => now });
     const records = fakeRecords(1, 30);
     for (let start = 0; start < 30; start += 10) await out.write(records.slice(start, start + 10));
-    expect(out.stats()).toMatchObject({ spooledRecords: 30, uploadedObjects: 0 });
+    now = 1_042;
+    expect(out.stats()).toMatchObject({ spooledRecords: 30, uploadedObjects: 0, oldestSpooledAgeSeconds: 42 });
 
     await expect(out.flush(100)).rejects.toThrow(S3FlushTimeoutError);
     await expect(out.flush(100)).rejects.toThrow(/30 records \(\d+ bytes\) are still spooled in .*last error: .*ECONNREFUSED/);
