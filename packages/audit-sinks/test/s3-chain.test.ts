@@ -1,7 +1,7 @@
 import { AuditLog, verifyAuditLog } from "@openrtc/core";
-import { DeleteObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { s3AuditLines, s3Sink } from "../src/s3/index.ts";
+import { parseS3Url, s3AuditLines, s3Sink, verifyS3AuditLog } from "../src/s3/index.ts";
 import { BUCKET, clientConfig, freePort, s3Client, startS3, tempDir } from "./s3-helpers.ts";
 
 let spool: Awaited<ReturnType<typeof tempDir>>;
@@ -53,5 +53,48 @@ describe("AuditLog → s3Sink → verifyAuditLog", () => {
     await client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: keys[1]! }));
     const tampered = await verifyAuditLog(s3AuditLines({ client, bucket: BUCKET, prefix: "audit" }));
     expect(tampered).toMatchObject({ ok: false, fault: "gap" });
+  });
+});
+
+describe("verifyS3AuditLog (behind `openrtc audit verify s3://BUCKET/PREFIX`)", () => {
+  it("verifies a log in S3 and names the object and line of the first bad record", async () => {
+    const s3 = await startS3();
+    cleanups.push(() => s3.stop());
+    const sink = await s3Sink({
+      bucket: BUCKET,
+      prefix: "logs/prod",
+      spoolDir: spool.path,
+      clientConfig: clientConfig(s3.port),
+      batch: { maxRecords: 10, maxDelayMs: 60_000 },
+    });
+    const log = new AuditLog({ sinks: [sink] });
+    for (let i = 0; i < 25; i++) log.emit("deployment.started", { target: `t${i}` });
+    await log.close({ timeoutMs: 10_000 });
+
+    const endpoint = `http://127.0.0.1:${s3.port}`;
+    const auth = { clientConfig: { region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" } } };
+    expect(await verifyS3AuditLog(`s3://${BUCKET}/logs/prod/`, { endpoint, ...auth })).toMatchObject({ ok: true, records: 25 });
+    expect(await verifyS3AuditLog(`s3://${BUCKET}/elsewhere`, { endpoint, ...auth })).toMatchObject({ ok: true, records: 0 });
+
+    // Edit one record in the second object (seq 11..20): line 3 is seq 13.
+    const client = s3Client(s3.port);
+    cleanups.push(async () => client.destroy());
+    const key = (await client.send(new ListObjectsV2Command({ Bucket: BUCKET }))).Contents!.map((o) => o.Key!).sort()[1]!;
+    const text = await (await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }))).Body!.transformToString();
+    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: text.replace('"target":"t12"', '"target":"tX"') }));
+    expect(await verifyS3AuditLog(`s3://${BUCKET}/logs/prod`, { client })).toMatchObject({
+      ok: false,
+      fault: "edited",
+      file: key,
+      line: 3,
+      seq: 13,
+    });
+  });
+
+  it("rejects what is not an s3:// location", async () => {
+    expect(parseS3Url("s3://bucket")).toEqual({ bucket: "bucket", prefix: "" });
+    expect(parseS3Url("s3://bucket//a/b/")).toEqual({ bucket: "bucket", prefix: "a/b" });
+    await expect(verifyS3AuditLog("https://bucket/x")).rejects.toThrow(/is not an S3 location: expected s3:\/\/BUCKET\[\/PREFIX\]/);
+    await expect(verifyS3AuditLog("s3:///x")).rejects.toThrow(/is not an S3 location/);
   });
 });

@@ -2,6 +2,8 @@ export { s3Sink } from "./sink.ts";
 export type { S3Sink, S3SinkOptions, S3SinkStats } from "./sink.ts";
 export { s3AuditLineEntries, s3AuditLines } from "./lines.ts";
 export type { S3AuditLine, S3AuditLinesOptions } from "./lines.ts";
+export { parseS3Url, verifyS3AuditLog } from "./verify.ts";
+export type { VerifyS3AuditLogOptions } from "./verify.ts";
 export { auditObjectKey, parseAuditObjectKey } from "./key.ts";
 export type { ObjectKeyParts, ParsedObjectKey } from "./key.ts";
 export { S3FlushTimeoutError, S3SinkError, S3SpoolFullError } from "./errors.ts";
