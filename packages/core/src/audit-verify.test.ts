@@ -168,6 +168,22 @@ describe("verifyAuditLog", () => {
   });
 });
 
+describe("verifyAuditLog line sources", () => {
+  it("takes entries with their position, as the file and S3 readers yield them", async () => {
+    const lines = makeLog([0, 0, 0]);
+    const fromFiles = [
+      { file: "audit.00000001.jsonl", lineNo: 1, line: lines[0]! },
+      { file: "audit.jsonl", lineNo: 1, line: lines[2]! },
+    ];
+    expect(verifyAuditLog(fromFiles)).toMatchObject({ ok: false, fault: "gap", file: "audit.jsonl", line: 1, seq: 3 });
+    async function* fromS3() {
+      for (const [i, line] of lines.entries()) yield { key: "audit/o0/000.jsonl", lineNo: i + 1, line };
+    }
+    await expect(verifyAuditLog(fromS3())).resolves.toMatchObject({ ok: true, records: 3 });
+    expect(verifyAuditLog([{ line: 42 } as never])).toMatchObject({ ok: false, fault: "malformed", line: 1, message: expect.stringContaining("not text") });
+  });
+});
+
 describe("AuditVerifier", () => {
   it("takes positions from the caller (file and line) and stops after the first fault", () => {
     const lines = makeLog([0, 0, 0]);

@@ -422,24 +422,39 @@ export class AuditVerifier {
 }
 
 /**
- * Checks a whole log. `lines` are the file's lines (a string is split on newlines); an async
- * iterable gives a promise. Pure: reads nothing else.
+ * A line to verify: the bare text, or an entry that says where it came from, as
+ * `readAuditFiles` (`file`, `lineNo`) and the S3 reader (`key`, `lineNo`) yield them.
  */
-export function verifyAuditLog(lines: string | Iterable<string>, options?: AuditVerifyOptions): AuditVerifyResult;
-export function verifyAuditLog(lines: AsyncIterable<string>, options?: AuditVerifyOptions): Promise<AuditVerifyResult>;
+export type AuditLineInput = string | { line: string; lineNo?: number; file?: string; key?: string };
+
+/**
+ * Checks a whole log. `lines` are the log's lines in order (a string is split on newlines), bare
+ * or with their position; an async iterable gives a promise. Pure: reads nothing else. Throws a
+ * TypeError only for unusable options (keys, expected checkpoints).
+ */
+export function verifyAuditLog(lines: string | Iterable<AuditLineInput>, options?: AuditVerifyOptions): AuditVerifyResult;
+export function verifyAuditLog(lines: AsyncIterable<AuditLineInput>, options?: AuditVerifyOptions): Promise<AuditVerifyResult>;
 export function verifyAuditLog(
-  lines: string | Iterable<string> | AsyncIterable<string>,
+  lines: string | Iterable<AuditLineInput> | AsyncIterable<AuditLineInput>,
   options?: AuditVerifyOptions,
 ): AuditVerifyResult | Promise<AuditVerifyResult> {
   const verifier = new AuditVerifier(options);
   if (typeof lines === "string") lines = lines.split("\n");
+  let counter = 0;
+  const push = (input: AuditLineInput): boolean => {
+    counter++;
+    if (typeof input === "string") return verifier.push(input, { line: counter });
+    const file = input?.file ?? input?.key;
+    const line = input?.lineNo ?? counter;
+    return verifier.push(input?.line, file === undefined ? { line } : { line, file });
+  };
   if (Symbol.asyncIterator in lines) {
     return (async () => {
-      for await (const line of lines) if (!verifier.push(line)) break;
+      for await (const input of lines) if (!push(input)) break;
       return verifier.finish();
     })();
   }
-  for (const line of lines) if (!verifier.push(line)) break;
+  for (const input of lines) if (!push(input)) break;
   return verifier.finish();
 }
 

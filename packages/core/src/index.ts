@@ -25,6 +25,7 @@ export { AuditVerifier, verifyAuditLog } from "./audit-verify.ts";
 export type {
   AuditChainSummary,
   AuditFault,
+  AuditLineInput,
   AuditLinePosition,
   AuditVerifyFailure,
   AuditVerifyOk,
