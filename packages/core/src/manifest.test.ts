@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -372,16 +372,36 @@ describe("sources", () => {
     expect(gate.isMember("v1")).toBe(true);
   });
 
-  it("picks up a file replaced at run time (atomic rename)", async () => {
+  it("picks up a file replaced at run time (atomic rename) through the directory watch", async () => {
     const file = path.join(dir, "manifest.json");
     writeFileSync(file, JSON.stringify(manifest(1, ["v1"])));
     const { gate, changes } = tracked();
-    gate.attach(fileManifest(file, { pollIntervalMs: 50 }));
+    // The poll is an hour away: only the watch can deliver this one.
+    gate.attach(fileManifest(file, { pollIntervalMs: 3_600_000 }));
     writeAtomic(file, JSON.stringify(manifest(2, ["v2"])));
     await waitFor(() => gate.current?.seq === 2, "seq 2 from the rewritten file");
     expect(gate.isMember("v2")).toBe(true);
     expect(gate.isMember("v1")).toBe(false);
     expect(changes()).toBe(2);
+  });
+
+  it("picks up a Kubernetes ConfigMap update (the ..data symlink swapped to a new directory)", async () => {
+    // The kubelet's layout: manifest.json -> ..data/manifest.json, ..data -> ..<timestamp>/; an
+    // update writes a new timestamped directory and renames a fresh symlink over ..data.
+    const publish = (name: string, content: string) => {
+      mkdirSync(path.join(dir, name));
+      writeFileSync(path.join(dir, name, "manifest.json"), content);
+      symlinkSync(name, path.join(dir, "..data_tmp"));
+      renameSync(path.join(dir, "..data_tmp"), path.join(dir, "..data"));
+    };
+    publish("..2026_11_22_08_00_00.1", JSON.stringify(manifest(1, ["v1"])));
+    symlinkSync("..data/manifest.json", path.join(dir, "manifest.json"));
+    const { gate } = tracked();
+    gate.attach(fileManifest(path.join(dir, "manifest.json"), { pollIntervalMs: 50 }));
+    expect(gate.current?.seq).toBe(1);
+    publish("..2026_11_22_08_05_00.2", JSON.stringify(manifest(2, ["v2"])));
+    await waitFor(() => gate.current?.seq === 2, "seq 2 after the ..data swap");
+    expect(gate.isMember("v2")).toBe(true);
   });
 
   it("picks up a change by polling alone when watching is off", async () => {
