@@ -234,6 +234,15 @@ describe("grafana/openrtc-deploy.json", async () => {
     }
   });
 
+  it("shows the calls of vanished workers with the alert's own expression", () => {
+    const squash = (expr: string) => expr.replace(/\s+/g, " ").replace(/\( /g, "(").replace(/ \)/g, ")").trim();
+    const block = rulesText.slice(rulesText.indexOf("- alert: OpenRTCWorkerVanishedWithSessions"));
+    const alertExpr = /expr: \|\n([\s\S]*?)\n\s+for:/.exec(block)?.[1] ?? "";
+    expect(alertExpr).not.toBe("");
+    const panel = exprs.find((e) => e.panel === "Calls held by vanished workers");
+    expect(squash(panel?.expr ?? "")).toBe(squash(alertExpr));
+  });
+
   it("has PromQL that Prometheus parses", async () => {
     // promtool has no offline expression checker, so each query becomes a recording rule;
     // Grafana's range variables are replaced by a literal duration first.

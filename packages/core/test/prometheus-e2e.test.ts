@@ -250,6 +250,9 @@ describe("Prometheus with openrtc.rules.yml scraping real workers", () => {
       // Pending until its 1m `for:` passes; which one depends on how long this run took.
       { state: expect.stringMatching(/^(pending|firing)$/), worker_id: "e2e-v2b", instance: v2b.instance, deployment_version: "v2", value: 1 },
     ]);
+    const panel = (await readDashboardQueries()).find((q) => q.panel === "Calls held by vanished workers");
+    const held = await prom().query(grafanaToPromQL(panel?.expr ?? ""));
+    expect(held.map((s) => [s.metric.worker_id, s.value])).toEqual([["e2e-v2b", 1]]);
     // The live fleet is what is left: v2a only.
     await prom().waitFor("openrtc:workers:count_by_version", equalsByLabel("deployment_version", { v2: 1 }));
   });
