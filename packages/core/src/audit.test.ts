@@ -376,6 +376,14 @@ describe("AuditLog delivery", () => {
     expect(log.stats().sinks[1]).toMatchObject({ errors: 1, lastError: "Error: close failed" });
   });
 
+  it("a flush waiting on a dead sink ends when the log is closed", async () => {
+    const log = new AuditLog({ origin: "w1", sinks: [{ name: "dead", write: never }] });
+    log.emit("x");
+    const waiting = log.flush();
+    await log.close({ timeoutMs: 5 });
+    expect(await waiting).toEqual({ ok: false, undelivered: [{ sink: "dead", pending: 1, dropped: 0, lastError: null }] });
+  });
+
   it("close gives up on a dead sink after its timeout and reports what was not delivered", async () => {
     const log = new AuditLog({ origin: "w1", sinks: [{ name: "dead", write: never, close: never }] });
     log.emit("x");

@@ -167,7 +167,11 @@ interface SinkState {
 }
 
 /** Returns true (and resolves its promise) once its sink caught up. */
-type FlushWaiter = () => boolean;
+interface FlushWaiter {
+  caughtUp: () => boolean;
+  /** The flush call that waits, so a timed-out flush can withdraw its waiters. */
+  owner: object;
+}
 
 const CORE_FIELDS = new Set(["actor", "target", "result", "version"]);
 /** Extra fields with these names would corrupt the record or chain: they go to `field_conflicts`. */
@@ -383,8 +387,10 @@ export class AuditLog {
   async flush(options: AuditFlushOptions = {}): Promise<AuditFlushResult> {
     const target = this.#seq;
     const deadline = options.timeoutMs === undefined ? undefined : Date.now() + Math.max(0, options.timeoutMs);
-    const acked = Promise.all(this.#sinks.map((s) => this.#waitFor(s, target)));
+    const owner = {};
+    const acked = Promise.all(this.#sinks.map((s) => this.#waitFor(s, target, owner)));
     const inTime = await withDeadline(acked, deadline);
+    if (!inTime) this.#waiters = this.#waiters.filter((w) => w.owner !== owner);
     if (inTime) {
       await withDeadline(
         Promise.all(this.#sinks.map((s) => this.#callSink(s, "flush"))),
@@ -422,6 +428,7 @@ export class AuditLog {
       s.retryTimer = undefined;
       s.writeTimer = undefined;
     }
+    this.#checkWaiters(); // a flush still waiting on a dead sink ends now
     return result;
   }
 
@@ -614,20 +621,23 @@ export class AuditLog {
     return first === undefined || first.seq > target || s.closed;
   }
 
-  #waitFor(s: SinkState, target: number): Promise<void> {
+  #waitFor(s: SinkState, target: number, owner: object): Promise<void> {
     if (this.#caughtUp(s, target)) return Promise.resolve();
     return new Promise((resolve) => {
-      this.#waiters.push(() => {
-        if (!this.#caughtUp(s, target)) return false;
-        resolve();
-        return true;
+      this.#waiters.push({
+        owner,
+        caughtUp: () => {
+          if (!this.#caughtUp(s, target)) return false;
+          resolve();
+          return true;
+        },
       });
     });
   }
 
   #checkWaiters(): void {
     if (this.#waiters.length === 0) return;
-    this.#waiters = this.#waiters.filter((caughtUp) => !caughtUp());
+    this.#waiters = this.#waiters.filter((w) => !w.caughtUp());
   }
 
   async #callSink(s: SinkState, method: "flush" | "close"): Promise<void> {
