@@ -1,5 +1,7 @@
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { AuditRecord } from "@openrtc/core";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { importClientS3 } from "../src/s3/peer.ts";
 import { S3FlushTimeoutError, S3SpoolFullError, s3AuditLineEntries, s3AuditLines, s3Sink } from "../src/s3/index.ts";
@@ -218,6 +220,22 @@ describe("s3Sink during an outage", () => {
     await eventually(() => hung.connections() > 0);
     await out.close();
     expect(out.stats()).toMatchObject({ spooledRecords: 3, uploadedObjects: 0 });
+  });
+});
+
+describe("s3Sink local disk trouble", () => {
+  it("an unwritable cursor stops uploads (nothing is sent unannounced) until it is fixed", async () => {
+    const s3 = await server();
+    const out = await sink(s3.port);
+    const cursor = join(spool.path, "cursor.json");
+    await mkdir(join(cursor, "blocker"), { recursive: true });
+    await out.write(fakeRecords(1, 3));
+    await expect(out.flush(300)).rejects.toThrow(S3FlushTimeoutError);
+    expect(out.stats().lastError).toMatch(/cursor\.json/);
+    expect(out.stats().uploadedObjects).toBe(0);
+    await rm(cursor, { recursive: true });
+    await out.flush();
+    expect(await collectLines(s3.port, "audit/prod")).toEqual(lines(fakeRecords(1, 3)));
   });
 });
 

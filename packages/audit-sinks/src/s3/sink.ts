@@ -216,30 +216,37 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
         }
       }
       let batch: SpoolBatch | undefined;
+      let uploaded = false;
       try {
         batch = await spool.nextBatch({ maxRecords: settings.maxRecords, maxBytes: settings.maxBytes });
-        if (batch === undefined) continue;
+        if (batch === undefined) {
+          // Nothing readable although records are counted: never spin on it.
+          await pause(settings.retry.maxDelayMs);
+          continue;
+        }
         await spool.announce(batch);
         await upload(batch);
+        uploaded = true;
+        uploadedObjects += 1;
+        uploadedRecords += batch.records;
+        consecutiveFailures = 0;
+        lastError = null;
+        await spool.complete(batch);
       } catch (error) {
         if (stopping.signal.aborted) break;
         consecutiveFailures += 1;
-        lastError = describe(error);
+        // After a successful upload only the local spool can fail (S3 has the batch; a restart
+        // would upload it again under the same key).
+        lastError = uploaded ? `spool ${options.spoolDir}: ${describe(error)}` : describe(error);
         spool.onChange();
         // A flush cuts the wait short (one immediate retry per flush call).
         await pause(backoff(consecutiveFailures, settings.retry));
-        continue;
       }
-      uploadedObjects += 1;
-      uploadedRecords += batch.records;
-      consecutiveFailures = 0;
-      lastError = null;
-      await spool.complete(batch);
     }
   }
 
   const loop = run().catch((error: unknown) => {
-    // Only local disk errors (cursor, unlink) reach here; keep them visible, retrying would spin.
+    // Unreachable by design (run catches per step); if it happens, say so instead of hanging quietly.
     lastError = `uploader stopped: ${describe(error)}`;
   });
 

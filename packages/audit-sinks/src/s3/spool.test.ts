@@ -100,6 +100,16 @@ describe("Spool", () => {
     await spool.close();
   });
 
+  it("reports a segment whose lines lost their newlines instead of spinning on it", async () => {
+    const spool = await open();
+    await spool.append(lines(0, 1), 2);
+    const [segment] = (await readdir(dir)).filter((name) => name.startsWith("seg-"));
+    const path = join(dir, segment!);
+    await writeFile(path, (await readFile(path, "utf8")).replaceAll("\n", " "));
+    await expect(spool.nextBatch(limits)).rejects.toThrow(/has an unterminated line at byte 0/);
+    await spool.close();
+  });
+
   it("rejects an append that would pass maxBytes, storing nothing of it", async () => {
     const spool = await open({ maxBytes: 200 });
     const batch = lines(0, 1);

@@ -351,7 +351,13 @@ export class Spool {
       records += 1;
       position = lineEnd;
     }
-    if (first === undefined) return undefined;
+    if (first === undefined) {
+      if (position === 0 && window.length > 0) {
+        // Lines are only ever appended whole; a line without its newline here means damage.
+        throw new S3SinkError(`spool segment ${head.path} has an unterminated line at byte ${start}`);
+      }
+      return undefined;
+    }
     return {
       segment: head.id,
       start,
