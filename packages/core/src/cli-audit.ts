@@ -13,7 +13,8 @@ const VERIFY_USAGE = `Usage: openrtc audit verify FILE [--json] [--partial]
 
 Checks an audit log's hash chains: every record's hash, seq continuity and prev_hash links,
 per origin. FILE is the log's (active) file; its rotated siblings (FILE stem.NNNNNNNN.jsonl)
-are read first, in order. FILE may also be a directory holding one log.
+are read first, in order. FILE may also be a directory holding one log. An unterminated,
+incomplete last line of the active file (a write in progress) is ignored and mentioned.
 
   --json      print the result as one JSON object
   --partial   the log may start mid-chain (e.g. older rotated files were pruned): the first
@@ -135,6 +136,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
   } catch (error) {
     throw new UsageError(`verify: cannot read ${path}: ${describeIoError(error)}`);
   }
+  let tornTail: { file: string; line: number } | undefined;
   let verifier: AuditVerifier;
   try {
     verifier = new AuditVerifier(options);
@@ -142,14 +144,25 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     throw new UsageError(`verify: ${(error as Error).message}`);
   }
   try {
-    for await (const { file, lineNo, line } of readAuditFiles(path)) {
+    const activeFile = files[files.length - 1];
+    for await (const { file, lineNo, line, terminated } of readAuditFiles(path)) {
+      if (!terminated && file === activeFile && !isJson(line)) {
+        // A writer mid-append (or a crash mid-write) leaves a partial last line: not a record yet.
+        tornTail = { file, line: lineNo };
+        break;
+      }
       if (!verifier.push(line, { file, line: lineNo })) break;
     }
   } catch (error) {
     throw new UsageError(`verify: cannot read ${path}: ${describeIoError(error)}`);
   }
   const result = verifier.finish();
-  io.stdout(values.json ? `${JSON.stringify({ ...result, files })}\n` : summary(result, files));
+  if (values.json) {
+    io.stdout(`${JSON.stringify({ ...result, files, ...(tornTail ? { ignoredPartialLine: tornTail } : {}) })}\n`);
+  } else {
+    io.stdout(summary(result, files));
+    if (tornTail) io.stdout(`note: ignored the unterminated, incomplete last line ${tornTail.line} of ${tornTail.file} (a write in progress or a torn tail)\n`);
+  }
   return result.ok ? EXIT_OK : EXIT_PROBLEM;
 }
 
@@ -162,6 +175,15 @@ function summary(result: AuditVerifyResult, files: readonly string[]): string {
   }
   const seq = result.seq === null ? "no seq" : `seq ${result.seq}`;
   return `FAILED: ${result.fault} at line ${result.line}${result.file === undefined ? "" : ` of ${result.file}`} (${seq})\n  ${result.message}\n`;
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function readText(path: string, flag: string): Promise<string> {

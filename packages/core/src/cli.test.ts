@@ -149,6 +149,18 @@ describe("main (in process)", () => {
     expect(gap.stdout).toContain(`FAILED: gap at line 1 of ${active} (seq 5)`);
   });
 
+  it("ignores (and mentions) a partial last line being written, but not a complete bad one", async () => {
+    const lines = makeLines(3);
+    const path = join(dir, "live.jsonl");
+    await writeFile(path, `${lines[0]!}\n${lines[1]!}\n${lines[2]!.slice(0, 40)}`);
+    const live = await run("audit", "verify", path);
+    expect(live.code).toBe(0);
+    expect(live.stdout).toContain("OK: 2 records");
+    expect(live.stdout).toContain("ignored the unterminated, incomplete last line 3");
+    await writeFile(path, `${lines[0]!}\n${lines[1]!.slice(0, 40)}\n${lines[2]!}\n`);
+    expect(await run("audit", "verify", path)).toMatchObject({ code: 1, stdout: expect.stringContaining("FAILED: malformed at line 2") });
+  });
+
   it("accepts a pruned log with --partial", async () => {
     const path = await writeLog("pruned.jsonl", makeLines(4).slice(2));
     expect((await run("audit", "verify", path)).code).toBe(1);
