@@ -8,7 +8,7 @@ export TURBO_TELEMETRY_DISABLED=1
 export DO_NOT_TRACK=1
 
 need_prometheus=0
-case "${1:-}" in test|bench) need_prometheus=1 ;; esac
+case "${1:-}" in test|bench|setup) need_prometheus=1 ;; esac
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -2,6 +2,9 @@ import { describe, expect, test } from "vitest";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import { AgentPool } from "./pool.ts";
+import { attachProcessLifecycle } from "./lifecycle.ts";
+import { silentLogger } from "./logger.ts";
 
 const fixture = fileURLToPath(new URL("../test/fixtures/signal-worker.ts", import.meta.url));
 
@@ -101,5 +104,37 @@ describe("a real worker process and real signals", () => {
     expect((await fetch(`${w.url}/drain`, { method: "POST", body: JSON.stringify({ actor: "ci" }) })).status).toBe(202);
     expect(await w.exited).toEqual({ code: 0, signal: null });
     expect(w.audit().map((r) => r.event)).toEqual(["deployment.drain_started", "deployment.drain_completed", "worker.exited"]);
+  });
+});
+
+describe("attachProcessLifecycle without signals", () => {
+  test("closes the pool, lingers, runs beforeExit, then exits with 0 once drained", async () => {
+    const pool = new AgentPool({ logger: silentLogger });
+    const order: string[] = [];
+    pool.on("state", (s) => order.push(`state:${s}`));
+    const exits: number[] = [];
+    const lifecycle = attachProcessLifecycle(pool, {
+      signals: false,
+      metricsLingerMs: 20,
+      beforeExit: () => {
+        order.push("beforeExit");
+      },
+      exit: (code) => exits.push(code),
+    });
+    const session = pool.startSession({ jobId: "j" });
+    pool.beginDrain();
+    session.end();
+    expect(await lifecycle.exiting).toBe(0);
+    expect(exits).toEqual([0]);
+    expect(order).toEqual(["state:draining", "state:drained", "state:closed", "beforeExit"]);
+  });
+
+  test("a hanging beforeExit is bounded and the process still exits", async () => {
+    const pool = new AgentPool({ logger: silentLogger });
+    const exits: number[] = [];
+    const lifecycle = attachProcessLifecycle(pool, { signals: false, beforeExitTimeoutMs: 20, beforeExit: () => new Promise(() => {}), exit: (c) => exits.push(c) });
+    pool.beginDrain();
+    expect(await lifecycle.exiting).toBe(0);
+    expect(exits).toEqual([0]);
   });
 });

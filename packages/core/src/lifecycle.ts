@@ -10,9 +10,19 @@ export interface ProcessLifecycleOptions {
   sigint?: boolean;
   /** Exit the process once the drain completes, whoever began it. Default true. */
   exitOnDrained?: boolean;
-  /** Runs before the process exits (e.g. close the LiveKit AgentServer). Bounded by `beforeExitTimeoutMs`. */
+  /**
+   * Runs after the pool closed (`worker.exited` written, audit flushed), right before the
+   * process exits: close the LiveKit AgentServer and the control server here. Bounded by
+   * `beforeExitTimeoutMs`.
+   */
   beforeExit?: (forced: boolean) => Promise<void> | void;
   beforeExitTimeoutMs?: number;
+  /**
+   * Keep serving (e.g. `/metrics`) this long after the pool closed, before exiting, so a last
+   * Prometheus scrape sees the final values (0 live calls; dropped calls on a forced exit).
+   * Default 0: a drained worker exits at once.
+   */
+  metricsLingerMs?: number;
   /** Default `process.exit`. */
   exit?: (code: number) => void;
 }
@@ -47,11 +57,6 @@ export function attachProcessLifecycle(pool: AgentPool, options: ProcessLifecycl
     shuttingDown = true;
     let code = 0;
     try {
-      if (options.beforeExit !== undefined) await withTimeout(Promise.resolve(options.beforeExit(forced)), beforeExitTimeoutMs);
-    } catch (error) {
-      pool.logger.warn({ err: error instanceof Error ? error.message : String(error) }, "beforeExit hook failed; exiting anyway");
-    }
-    try {
       const { droppedSessions } = await pool.close({
         actor,
         reason: forced ? "forced exit" : "drained",
@@ -61,6 +66,12 @@ export function attachProcessLifecycle(pool: AgentPool, options: ProcessLifecycl
     } catch (error) {
       pool.logger.error({ err: error instanceof Error ? error.message : String(error) }, "closing the pool failed");
       code = 1;
+    }
+    if ((options.metricsLingerMs ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, options.metricsLingerMs));
+    try {
+      if (options.beforeExit !== undefined) await withTimeout(Promise.resolve(options.beforeExit(forced)), beforeExitTimeoutMs);
+    } catch (error) {
+      pool.logger.warn({ err: error instanceof Error ? error.message : String(error) }, "beforeExit hook failed; exiting anyway");
     }
     detach();
     resolveExiting(code);

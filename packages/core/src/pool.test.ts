@@ -66,8 +66,16 @@ describe("lifecycle states", () => {
     expect(pool.state).toBe("serving");
     expect(pool.workerId).toBe("lk-worker-9");
     expect(pool.ready).toBe(true);
-    pool.markReady();
+    pool.markReady({ workerId: "lk-worker-10" });
     expect(pool.state).toBe("serving");
+    expect(pool.workerId).toBe("lk-worker-9");
+  });
+
+  test("the default worker id is unique per process start", () => {
+    const a = new AgentPool({ logger: silentLogger }).workerId;
+    const b = new AgentPool({ logger: silentLogger }).workerId;
+    expect(a).not.toBe(b);
+    expect(a).toContain(String(process.pid));
   });
 
   test("drain with no live session reaches drained at once", async () => {

@@ -1,4 +1,5 @@
 import { EventEmitter } from "node:events";
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Span, Tracer } from "@opentelemetry/api";
 import { AuditEventType, AuditLog, type AuditSink } from "./audit.ts";
@@ -150,7 +151,8 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? stderrLogger;
     this.startedAt = this.clock();
-    this.workerIdValue = options.workerId ?? `${hostname()}-${process.pid}`;
+    // pid alone repeats in containers (always pid 1): a random part tells a restart in place apart.
+    this.workerIdValue = options.workerId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
     const drainTimeoutMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
     if (!(drainTimeoutMs > 0) || !Number.isFinite(drainTimeoutMs)) {
       throw new TypeError(`drainTimeoutMs must be a positive number of milliseconds, got ${String(options.drainTimeoutMs)}`);
@@ -227,10 +229,15 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     return undefined;
   }
 
-  /** `starting` → `serving`: called once the worker is registered with its platform. */
+  /**
+   * `starting` → `serving`: called once the worker is registered with its platform. The first
+   * registration may name the worker; later ones (a reconnect) keep the id, so series and audit
+   * records of calls already live stay attributed to one worker.
+   */
   markReady(options: { workerId?: string } = {}): void {
+    if (this.stateValue !== "starting") return;
     if (options.workerId !== undefined && options.workerId !== "") this.workerIdValue = options.workerId;
-    if (this.stateValue === "starting") this.transition("serving");
+    this.transition("serving");
   }
 
   /**
