@@ -14,6 +14,7 @@ import {
   type RejectReason,
 } from "./drain.ts";
 import { stderrLogger, type Logger } from "./logger.ts";
+import type { MembershipGate } from "./manifest.ts";
 import { PoolMetrics, type MetricsOptions, type WorkerStatusSource } from "./metrics.ts";
 import {
   errorMessage,
@@ -28,11 +29,7 @@ import { RuntimeSnapshot } from "./snapshot.ts";
 import { InvalidMetadataError, parseMetadata } from "./tenant.ts";
 import { SessionTracer } from "./tracing.ts";
 
-/** Anything that can say whether a version is in the active manifest (see `ManifestGate`). */
-export interface MembershipGate {
-  isMember(version: string | null): boolean;
-  subscribe(listener: () => void): () => void;
-}
+export type { MembershipGate };
 
 export interface AgentPoolOptions {
   /** The version this worker runs, e.g. "v2.0.0". Trimmed; blank is an error; omit for untagged. */
