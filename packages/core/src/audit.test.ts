@@ -163,6 +163,7 @@ describe("AuditLog.emit", () => {
     expect(() => new AuditLog({ maxQueue: 0 })).toThrow(/maxQueue/);
     expect(() => new AuditLog({ writeTimeoutMs: -1 })).toThrow(/writeTimeoutMs/);
     expect(() => new AuditLog({ origin: "" })).toThrow(/origin/);
+    expect(() => new AuditLog({ version: 2 as never })).toThrow(/`version` must be a string or null/);
   });
 });
 

@@ -222,10 +222,15 @@ function jsonValue(value: unknown): string {
  * SHA-256 and delivered to each sink in `seq` order, in batches, in the background.
  *
  * `emit` never throws and never waits: hostile values are coerced or marked, never allowed to
- * break the record or the chain (bigint → decimal string, non-finite number → "NaN"/"Infinity",
- * function/symbol → "[unserializable function]", circular reference → "[Circular]", throwing
- * getter/toJSON → "[unserializable: <message>]"). Object values are deep-copied through JSON at
- * emit time, so later mutation by the caller cannot desynchronise a record from its hash.
+ * break the record or the chain. A field's value: bigint → decimal string, non-finite number →
+ * "NaN"/"Infinity"/"-Infinity", function/symbol → "[unserializable function]"/"[… symbol]",
+ * `undefined` → field omitted. Inside objects JSON's own rules apply (non-finite → null,
+ * functions dropped), plus bigint → string, circular reference → "[Circular]", throwing
+ * getter/toJSON → "[unserializable: <message>]". Object values are deep-copied through JSON at
+ * emit time (and frozen), so later mutation by the caller cannot desynchronise a record from its
+ * hash. `actor`/`target`/`result`/`version` are coerced to strings. A field named like a record
+ * or chain field (`seq`, `timestamp`, `event`, `origin`, `prev_hash`, `hash`) is moved into
+ * `field_conflicts` instead of overwriting it.
  *
  * Each sink has its own bounded queue: a slow, failing or hung sink affects only itself. A
  * failed write is retried with exponential backoff with the same records first (nothing is
@@ -272,6 +277,9 @@ export class AuditLog {
       throw new TypeError("AuditLog: `origin` must be a non-empty string");
     }
     this.#quotedOrigin = JSON.stringify(this.origin);
+    if (options.version !== undefined && options.version !== null && typeof options.version !== "string") {
+      throw new TypeError(`AuditLog: \`version\` must be a string or null (the deployment_version), got ${typeof options.version}`);
+    }
     this.version = options.version ?? null;
     this.#clock = options.clock ?? systemClock;
     this.#hooks = options.hooks ?? {};
