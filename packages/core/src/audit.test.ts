@@ -156,6 +156,17 @@ describe("AuditLog.emit", () => {
     expect(mem.seqs()).toEqual([1, 2]);
   });
 
+  it("survives a hook that emits (no endless recursion)", () => {
+    const events: string[] = [];
+    const log: AuditLog = new AuditLog({
+      origin: "w1",
+      hooks: { onEmit: (r) => { events.push(r.event); log.emit("from-hook"); } },
+    });
+    expect(log.emit("a").seq).toBe(1);
+    expect(log.seq).toBe(2);
+    expect(events).toEqual(["a"]);
+  });
+
   it("rejects bad options with a message naming the option", () => {
     const sink = memorySink().sink;
     expect(() => new AuditLog({ sinks: [sink, sink] })).toThrow(/two sinks are named "mem"/);

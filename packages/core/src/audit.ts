@@ -253,6 +253,7 @@ export class AuditLog {
   #seq = 0;
   #lastHash = GENESIS_HASH;
   #scheduled = false;
+  #inOnEmit = false;
   #closed = false;
   #closing: Promise<AuditFlushResult> | undefined;
   #waiters: FlushWaiter[] = [];
@@ -507,11 +508,15 @@ export class AuditLog {
 
   #dispatch(record: AuditRecord): void {
     const onEmit = this.#hooks.onEmit;
-    if (onEmit) {
+    // A hook that emits would otherwise recurse without end: its own records skip the hook.
+    if (onEmit && !this.#inOnEmit) {
+      this.#inOnEmit = true;
       try {
-        onEmit(record);
+        onEmit.call(this.#hooks, record);
       } catch {
         // hooks are observers; they cannot affect the log
+      } finally {
+        this.#inOnEmit = false;
       }
     }
     let drops = false;
