@@ -5,6 +5,7 @@ import { systemClock } from "./clock.ts";
 import { GENESIS_HASH, sha256Hex } from "./audit-hash.ts";
 import { CHECKPOINT_EVENT, CheckpointSigner } from "./audit-checkpoint.ts";
 import { rememberAuditLine } from "./audit-line.ts";
+import { RecordQueue } from "./audit-queue.ts";
 import type { AuditCheckpointOptions } from "./audit-checkpoint.ts";
 
 /** Event types the product writes. Users may emit their own dotted names too. */
@@ -150,8 +151,8 @@ export class AuditSinkTimeoutError extends Error {
 
 interface SinkState {
   sink: AuditSink;
-  queue: AuditRecord[];
-  head: number;
+  /** Pending records, oldest first; the first `inFlight` are being written. */
+  queue: RecordQueue<AuditRecord>;
   inFlight: number;
   /** Increments per write attempt, so a late settle of an abandoned attempt is ignored. */
   attempt: number;
@@ -291,8 +292,7 @@ export class AuditLog {
     this.#retryMaxMs = nonNegative(options.retry?.maxMs, 30_000, "retry.maxMs");
     this.#sinks = sinks.map((sink) => ({
       sink,
-      queue: [],
-      head: 0,
+      queue: new RecordQueue<AuditRecord>(),
       inFlight: 0,
       attempt: 0,
       writeTimer: undefined,
@@ -380,7 +380,7 @@ export class AuditLog {
       sinks: this.#sinks.map((s) => ({
         name: s.sink.name,
         delivered: s.delivered,
-        pending: s.queue.length - s.head,
+        pending: s.queue.size,
         dropped: s.dropped,
         errors: s.errors,
         lastError: s.lastError,
@@ -521,7 +521,7 @@ export class AuditLog {
     }
     let drops = false;
     for (const s of this.#sinks) {
-      if (this.#closed || s.queue.length - s.head >= this.#maxQueue) {
+      if (this.#closed || s.queue.size >= this.#maxQueue) {
         s.dropped++;
         s.unreportedDrops++;
         drops = true;
@@ -555,10 +555,9 @@ export class AuditLog {
 
   #startWrite(s: SinkState): void {
     if (s.closed || s.inFlight > 0 || s.retryTimer !== undefined) return;
-    const pending = s.queue.length - s.head;
-    if (pending === 0) return;
-    const n = Math.min(pending, this.#maxBatch);
-    const batch = s.queue.slice(s.head, s.head + n);
+    if (s.queue.size === 0) return;
+    const batch = s.queue.peek(this.#maxBatch);
+    const n = batch.length;
     const attempt = ++s.attempt;
     s.inFlight = n;
     let settled: Promise<void>;
@@ -585,15 +584,8 @@ export class AuditLog {
     s.writeTimer = undefined;
     s.inFlight = 0;
     s.failures = 0;
-    s.head += n;
+    s.queue.drop(n);
     s.delivered += n;
-    if (s.head === s.queue.length) {
-      s.queue = [];
-      s.head = 0;
-    } else if (s.head > 1024 && s.head * 2 > s.queue.length) {
-      s.queue = s.queue.slice(s.head);
-      s.head = 0;
-    }
     this.#checkWaiters();
     this.#startWrite(s);
   }
@@ -630,7 +622,7 @@ export class AuditLog {
 
   /** True when no record with seq ≤ target is still waiting in this sink. */
   #caughtUp(s: SinkState, target: number): boolean {
-    const first = s.queue[s.head];
+    const first = s.queue.at(0);
     return first === undefined || first.seq > target || s.closed;
   }
 
@@ -669,7 +661,7 @@ export class AuditLog {
     const undelivered: AuditUndelivered[] = [];
     for (const s of this.#sinks) {
       let pending = 0;
-      for (let i = s.head; i < s.queue.length && (s.queue[i] as AuditRecord).seq <= target; i++) pending++;
+      while (pending < s.queue.size && (s.queue.at(pending) as AuditRecord).seq <= target) pending++;
       if (pending > 0 || s.dropped > 0) {
         undelivered.push({ sink: s.sink.name, pending, dropped: s.dropped, lastError: s.lastError });
       }
