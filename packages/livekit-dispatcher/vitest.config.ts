@@ -1,4 +1,5 @@
-import { defineConfig } from "vitest/config";
+import { defineConfig, mergeConfig } from "vitest/config";
 import { sharedConfig } from "../../vitest.shared.ts";
 
-export default defineConfig(sharedConfig);
+// The e2e files each run several AgentServer processes; on 2 cores they are faster one at a time.
+export default defineConfig(mergeConfig(sharedConfig, { test: { fileParallelism: false } }));
