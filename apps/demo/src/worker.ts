@@ -5,14 +5,17 @@
 //   OPENRTC_MANIFEST_FILE, OPENRTC_MEMBERSHIP_SECRETS   optional: the signed active-version manifest
 //   OPENRTC_CONTROL_PORT                                control server port (default 0: any)
 //   OPENRTC_DRAIN_TIMEOUT_MS                            when a drain counts as stuck (default 1 h)
+//   OTEL_EXPORTER_OTLP_ENDPOINT                         optional: export one span per call over OTLP/HTTP
 // With an IPC channel (the demo's coordinator), the worker reports {type:"ready"} and forwards
 // its audit records ({type:"audit"}) so the run has one audit file; otherwise it logs them.
 import { fileURLToPath } from "node:url";
 import { initializeLogger } from "@livekit/agents";
 import { AgentPool, attachProcessLifecycle, createControlServer, fileManifest, ManifestGate, type AuditSink } from "@openrtc/core";
 import { createAgentServer } from "@openrtc/core/livekit";
+import { startTelemetry } from "./telemetry.ts";
 
 initializeLogger({ pretty: false, level: process.env.LOG_LEVEL ?? "warn" });
+const telemetry = startTelemetry({ serviceName: "openrtc-demo-worker", deploymentVersion: process.env.OPENRTC_DEPLOYMENT_VERSION?.trim() || null });
 
 const ipc = typeof process.send === "function";
 const send = (message: unknown) => {
@@ -65,6 +68,7 @@ attachProcessLifecycle(pool, {
     await server.close();
     await binding.close();
     await control.close();
+    await telemetry?.shutdown();
   },
 });
 pool.on("state", (state) => send({ type: "state", state }));
