@@ -352,6 +352,26 @@ describe("s3Sink bad input", () => {
     await expect(s3AuditLines({ bucket: "" }).next()).rejects.toThrow(/bucket is required/);
   });
 
+  it("says so when no AWS region is configured", async () => {
+    const saved = { region: process.env.AWS_REGION, defaultRegion: process.env.AWS_DEFAULT_REGION, config: process.env.AWS_CONFIG_FILE };
+    delete process.env.AWS_REGION;
+    delete process.env.AWS_DEFAULT_REGION;
+    process.env.AWS_CONFIG_FILE = join(spool.path, "no-such-aws-config");
+    try {
+      const { region: _region, ...noRegion } = clientConfig(await freePort());
+      await expect(s3Sink({ bucket: BUCKET, spoolDir: spool.path, clientConfig: noRegion })).rejects.toThrow(
+        /no AWS region: pass clientConfig.region .* or set AWS_REGION/,
+      );
+      // The failed sink did not keep the spool directory locked.
+      await (await sink(await freePort())).close();
+    } finally {
+      for (const [name, value] of [["AWS_REGION", saved.region], ["AWS_DEFAULT_REGION", saved.defaultRegion], ["AWS_CONFIG_FILE", saved.config]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
   it("rejects records without seq, timestamp or origin", async () => {
     const out = await sink(await freePort());
     const [good] = fakeRecords(1, 1);

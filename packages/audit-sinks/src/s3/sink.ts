@@ -106,6 +106,7 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
         throwOnRequestTimeout: true,
       },
     });
+  await requireRegion(client, ownClient);
   const spool = await Spool.open({
     dir: options.spoolDir,
     maxBytes: settings.spoolMaxBytes,
@@ -379,6 +380,23 @@ function resolveOptions(options: S3SinkOptions): Settings {
     objectLock: lock,
     clock: options.clock ?? systemClock,
   };
+}
+
+/**
+ * The SDK resolves the region lazily and would fail every upload; a missing region is a
+ * configuration error, so say it when the sink is created.
+ */
+async function requireRegion(client: S3Client, ownClient: boolean): Promise<void> {
+  try {
+    const region = await client.config.region();
+    if (typeof region === "string" && region !== "") return;
+  } catch {
+    // reported below
+  }
+  if (ownClient) client.destroy();
+  throw new TypeError(
+    "s3Sink: no AWS region: pass clientConfig.region (or a client with one), or set AWS_REGION",
+  );
 }
 
 /** Exponential backoff with "equal jitter": between half and all of the capped exponential delay. */
