@@ -190,19 +190,36 @@ const MAX_DEPTH = 64;
 const INDEX_KEY = /^(?:0|[1-9][0-9]*)$/;
 /** Strings JSON.stringify writes verbatim between quotes. */
 const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
-const quotedKeys = new Map<string, string>();
 
 function quote(s: string): string {
   return PLAIN_STRING.test(s) ? `"${s}"` : JSON.stringify(s);
 }
 
-function quoteKey(key: string): string {
-  let q = quotedKeys.get(key);
-  if (q === undefined) {
-    q = quote(key);
-    if (quotedKeys.size < 4096) quotedKeys.set(key, q);
+const KEY_CORE = 0; // actor/target/result/version: read separately
+const KEY_RESERVED = 1; // would overwrite a record or chain field: goes to field_conflicts
+const KEY_PLAIN = 2;
+const KEY_ODD = 3; // array index (enumerated first) or __proto__ (needs defineProperty)
+
+interface KeyInfo {
+  kind: number;
+  quoted: string;
+}
+
+/** Callers reuse a handful of field names: classify and quote each once (bounded cache). */
+const keyInfos = new Map<string, KeyInfo>();
+
+function keyInfo(key: string): KeyInfo {
+  let info = keyInfos.get(key);
+  if (info === undefined) {
+    const kind =
+      CORE_FIELDS.has(key) ? KEY_CORE
+      : RESERVED_FIELDS.has(key) ? KEY_RESERVED
+      : INDEX_KEY.test(key) || key === "__proto__" ? KEY_ODD
+      : KEY_PLAIN;
+    info = { kind, quoted: quote(key) };
+    if (keyInfos.size < 4096) keyInfos.set(key, info);
   }
-  return q;
+  return info;
 }
 
 /** `value` is already sanitized: a string, finite number, boolean, null or frozen JSON data. */
@@ -464,15 +481,20 @@ export class AuditLog {
     if (!fallback) {
       // for-in over an own-property check allocates no key array (this runs on every emit).
       for (const key in f) {
-        if (!Object.hasOwn(f, key) || CORE_FIELDS.has(key)) continue;
+        if (!Object.hasOwn(f, key)) continue;
+        const info = keyInfo(key);
+        if (info.kind === KEY_CORE) continue;
         const value = sanitize(readField(f, key), 0, undefined);
         if (value === undefined) continue;
-        if (RESERVED_FIELDS.has(key)) {
+        if (info.kind === KEY_PLAIN) {
+          record[key] = value;
+          if (text !== undefined) text = `${text},${info.quoted}:${jsonValue(value)}`;
+        } else if (info.kind === KEY_RESERVED) {
           conflicts ??= {};
-          setField(conflicts, key, value);
+          conflicts[key] = value;
         } else {
           setField(record, key, value);
-          if (text !== undefined) text = INDEX_KEY.test(key) ? undefined : `${text},${quoteKey(key)}:${jsonValue(value)}`;
+          text = undefined; // enumerated out of insertion order (or special): let JSON.stringify decide
         }
       }
     } else {
