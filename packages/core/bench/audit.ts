@@ -1,6 +1,7 @@
 import { pathToFileURL } from "node:url";
 import { realpathSync } from "node:fs";
 import { AuditLog } from "../src/audit.ts";
+import { verifyAuditLog } from "../src/audit-verify.ts";
 import type { AuditRecord, AuditSink } from "../src/audit.ts";
 import type { BenchRow } from "./types.ts";
 
@@ -63,6 +64,7 @@ export async function benchAudit(): Promise<BenchRow[]> {
   // caches the loop's other work (here the slow sink's timers and batches) has cooled.
   const lone = await measure(new AuditLog({ sinks: [slowSink()], origin: "bench", version: "v1", maxQueue: 100_000 }), 1);
   const p99 = percentile(slow, 0.99);
+  const verifyRate = benchVerify();
   return [
     { name: "auditLog.emit() p50 (1 slow sink)", value: round(percentile(slow, 0.5)), unit: "µs" },
     {
@@ -76,7 +78,21 @@ export async function benchAudit(): Promise<BenchRow[]> {
     { name: "auditLog.emit() p99 (no sink, baseline)", value: round(percentile(bare, 0.99)), unit: "µs" },
     { name: "auditLog.emit() p50 (1 slow sink, 1 emit/turn)", value: round(percentile(lone, 0.5)), unit: "µs" },
     { name: "auditLog.emit() p99 (1 slow sink, 1 emit/turn)", value: round(percentile(lone, 0.99)), unit: "µs" },
+    { name: "verifyAuditLog throughput (3 origins)", value: Math.round(verifyRate), unit: "lines/s" },
   ];
+}
+
+/** Lines per second `verifyAuditLog` checks (parse, re-hash, link), 3 interleaved origins. */
+function benchVerify(): number {
+  const logs = [0, 1, 2].map((i) => new AuditLog({ origin: `w${i}`, version: "v1" }));
+  const lines: string[] = [];
+  for (let i = 0; i < 100_000; i++) lines.push(JSON.stringify((logs[i % 3] as AuditLog).emit("worker.rejected", { ...FIELDS, i })));
+  verifyAuditLog(lines.slice(0, 10_000));
+  const t0 = process.hrtime.bigint();
+  const result = verifyAuditLog(lines);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (!result.ok) throw new Error(`bench log did not verify: ${result.message}`);
+  return lines.length / seconds;
 }
 
 function round(x: number): number {
