@@ -167,6 +167,22 @@ describe("AuditLog.emit", () => {
     expect(events).toEqual(["a"]);
   });
 
+  it("resumes a chain after a restart so the concatenated log verifies", () => {
+    const first = new AuditLog({ origin: "pod-0" });
+    const lines = [first.emit("a"), first.emit("b")].map((r) => JSON.stringify(r));
+    const last = JSON.parse(lines[1]!) as AuditRecord;
+    const second = new AuditLog({ resumeFrom: last });
+    expect(second.origin).toBe("pod-0");
+    const c = second.emit("c");
+    expect(c).toMatchObject({ seq: 3, prev_hash: last.hash });
+    expect(verifyAuditLog([...lines, JSON.stringify(c)])).toMatchObject({ ok: true, origins: 1, records: 3 });
+    // Without resuming, the same fixed origin restarting at seq 1 does not verify.
+    const restarted = new AuditLog({ origin: "pod-0" }).emit("c");
+    expect(verifyAuditLog([...lines, JSON.stringify(restarted)]).ok).toBe(false);
+    expect(() => new AuditLog({ origin: "pod-1", resumeFrom: last })).toThrow(/cannot resume origin "pod-0" as origin "pod-1"/);
+    expect(() => new AuditLog({ resumeFrom: { origin: "x", seq: -1, hash: "nope" } })).toThrow(/resumeFrom/);
+  });
+
   it("rejects bad options with a message naming the option", () => {
     const sink = memorySink().sink;
     expect(() => new AuditLog({ sinks: [sink, sink] })).toThrow(/two sinks are named "mem"/);

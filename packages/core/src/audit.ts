@@ -102,6 +102,12 @@ export interface AuditLogOptions {
   hooks?: AuditHooks;
   /** Signed checkpoints in the chain (see `audit-checkpoint.ts`). Default: none. */
   checkpoint?: AuditCheckpointOptions;
+  /**
+   * Continue an existing chain instead of starting one: the next record gets `seq + 1` and
+   * `prev_hash = hash`, under this origin (e.g. a durable sink's last record after a restart,
+   * when the worker keeps a fixed `origin`). Only one live writer may use an origin at a time.
+   */
+  resumeFrom?: Pick<AuditRecord, "origin" | "seq" | "hash">;
 }
 
 export interface AuditSinkStats {
@@ -291,9 +297,20 @@ export class AuditLog {
       }
       names.add(sink.name);
     }
-    this.origin = options.origin ?? `${safeHostname()}-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const resume = options.resumeFrom;
+    this.origin = options.origin ?? resume?.origin ?? `${safeHostname()}-${process.pid}-${randomBytes(4).toString("hex")}`;
     if (typeof this.origin !== "string" || this.origin === "") {
       throw new TypeError("AuditLog: `origin` must be a non-empty string");
+    }
+    if (resume !== undefined) {
+      if (resume === null || typeof resume !== "object" || !Number.isSafeInteger(resume.seq) || resume.seq < 0 || typeof resume.hash !== "string" || !/^[0-9a-f]{64}$/.test(resume.hash)) {
+        throw new TypeError("AuditLog: `resumeFrom` must be the chain's last record (origin, seq ≥ 0, 64-hex hash)");
+      }
+      if (resume.origin !== this.origin) {
+        throw new TypeError(`AuditLog: cannot resume origin "${String(resume.origin)}" as origin "${this.origin}"; a chain continues only under its own origin`);
+      }
+      this.#seq = resume.seq;
+      this.#lastHash = resume.hash;
     }
     this.#quotedOrigin = JSON.stringify(this.origin);
     if (options.version !== undefined && options.version !== null && typeof options.version !== "string") {
