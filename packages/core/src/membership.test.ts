@@ -254,6 +254,25 @@ describe("MembershipVerifier failures", () => {
   });
 });
 
+describe("verifier prefix cache", () => {
+  it("stays correct past its bound and never mixes versions or workers", () => {
+    const verifier = new MembershipVerifier({ secrets: [SECRET], clock: () => 1000 });
+    for (let i = 0; i < 5000; i++) {
+      expect(verifier.isValid(claim({ workerId: `w-${i}`, version: `v${i % 3}` }))).toBe(true);
+    }
+    expect(verifier.isValid(claim({ workerId: "w-0", version: "v0" }))).toBe(true);
+    // Same worker, other version: the token for v0 must not pass as v1 and vice versa.
+    const forV0 = claim({ workerId: "w-1", version: "v0" });
+    expect(verifier.isValid({ ...forV0, version: "v1" })).toBe(false);
+    expect(verifier.isValid(claim({ workerId: "w-1", version: "v1" }))).toBe(true);
+    // A worker id whose escaping matters, cached then reused.
+    const odd = claim({ workerId: 'w"\n\u00e9' });
+    expect(verifier.isValid(odd)).toBe(true);
+    expect(verifier.isValid({ ...odd, workerId: "w" })).toBe(false);
+    expect(verifier.isValid(odd)).toBe(true);
+  });
+});
+
 describe("secret rotation", () => {
   const rotating = new MembershipVerifier({ secrets: [SECRET, OLD_SECRET], clock: () => 1000 });
 

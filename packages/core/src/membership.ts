@@ -113,8 +113,17 @@ export function pythonFloatRepr(value: number): string {
 /** The exact bytes signed: `json.dumps([version, worker_id, repr(timestamp)], separators=(",", ":"))`. */
 export function membershipCanonical(version: string, workerId: string, timestamp: number): string {
   // repr output is digits, '.', 'e', '+', '-' only: nothing to escape.
-  return `[${pythonJsonString(version)},${pythonJsonString(workerId)},"${pythonFloatRepr(timestamp)}"]`;
+  return `${canonicalPrefix(version, workerId)}${pythonFloatRepr(timestamp)}"]`;
 }
+
+/** Everything of the canonical message before the timestamp: `["<version>","<workerId>","`. */
+function canonicalPrefix(version: string, workerId: string): string {
+  return `[${pythonJsonString(version)},${pythonJsonString(workerId)},"`;
+}
+
+// Enough for every (version, worker) pair of a large fleet; past it the cache starts over, so
+// tokens naming random workers cost speed, never memory.
+const MAX_CACHED_PREFIXES = 4096;
 
 function describeType(value: unknown): string {
   if (value === null) return "null";
@@ -196,6 +205,11 @@ export class MembershipVerifier {
   readonly maxAgeSeconds: number;
   readonly #keys: KeyObject[];
   readonly #clock: Clock;
+  // The same workers present tokens again and again with only the timestamp changed; reusing
+  // their escaped prefix saves the escaping and most of the string building, which on this hot
+  // path cost more in allocation and GC than they look (see bench/membership.ts).
+  readonly #prefixes = new Map<string, Map<string, string>>();
+  #cachedPrefixes = 0;
 
   constructor(options: MembershipVerifierOptions) {
     if (options === null || typeof options !== "object") {
@@ -266,10 +280,30 @@ export class MembershipVerifier {
           `membership token is dated ${(-age).toFixed(3)} s in the future, more than maxAgeSeconds=${this.maxAgeSeconds}; check clock skew`,
         );
     }
-    if (!hmacMatchesAny(this.#keys, membershipCanonical(version, workerId, timestamp), token)) {
+    const message = `${this.#prefix(version, workerId)}${pythonFloatRepr(timestamp)}"]`;
+    if (!hmacMatchesAny(this.#keys, message, token)) {
       if (!HEX64.test(token)) return () => new MembershipError("malformed", MALFORMED_TOKEN);
       return () => new MembershipError("bad_signature", "membership token signature does not match any configured secret");
     }
     return undefined;
+  }
+
+  #prefix(version: string, workerId: string): string {
+    let byWorker = this.#prefixes.get(version);
+    let prefix = byWorker?.get(workerId);
+    if (prefix !== undefined) return prefix;
+    if (this.#cachedPrefixes >= MAX_CACHED_PREFIXES) {
+      this.#prefixes.clear();
+      this.#cachedPrefixes = 0;
+      byWorker = undefined;
+    }
+    if (byWorker === undefined) {
+      byWorker = new Map();
+      this.#prefixes.set(version, byWorker);
+    }
+    prefix = canonicalPrefix(version, workerId);
+    byWorker.set(workerId, prefix);
+    this.#cachedPrefixes++;
+    return prefix;
   }
 }
