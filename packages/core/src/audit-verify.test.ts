@@ -104,6 +104,17 @@ describe("verifyAuditLog", () => {
     }));
   });
 
+  it("property: a forged copy whose hash was not recomputed is reported as inserted, before or after the original", () => {
+    fc.assert(fc.property(logArb, fc.nat(), fc.boolean(), (origins, pick, before) => {
+      const lines = makeLog(origins);
+      const i = pick % lines.length;
+      const forged = lines[i]!.replace(/"note":"record \d+"/, '"note":"forged"');
+      lines.splice(before ? i : i + 1, 0, forged);
+      const line = before ? i + 1 : i + 2;
+      expect(verifyAuditLog(lines)).toMatchObject({ ok: false, fault: "inserted", line });
+    }));
+  });
+
   it("property: a replayed copy of an earlier record is reported as inserted", () => {
     fc.assert(fc.property(logArb, fc.nat(), fc.nat(), (origins, a, b) => {
       const lines = makeLog(origins);

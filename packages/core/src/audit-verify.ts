@@ -126,7 +126,8 @@ interface Chain {
 type Pending =
   | { kind: "gap"; at: Parsed; from: number; to: number }
   | { kind: "link"; at: Parsed; parent: Parsed | undefined /* undefined: genesis */ }
-  | { kind: "dup"; at: Parsed; first: Parsed };
+  | { kind: "dup"; at: Parsed; first: Parsed }
+  | { kind: "edited"; at: Parsed; parentHash: string };
 
 /**
  * Streaming checker of an audit log: feed lines in order with `push`, then call `finish`.
@@ -246,7 +247,7 @@ export class AuditVerifier {
       pos,
     };
     if (computeRecordHash(record) !== hash) {
-      this.#fail(pos, parsed.seq, "edited", `${where(pos)} (seq ${parsed.seq} of ${parsed.origin}): content does not match its hash; the record was edited`, parsed.origin);
+      this.#mismatch(parsed);
       return undefined;
     }
     const field = badField(record);
@@ -260,8 +261,8 @@ export class AuditVerifier {
   #link(r: Parsed): void {
     const chain = this.#chains.get(r.origin);
     const pending = this.#pending;
-    if (pending && pending.at.origin === r.origin && chain) {
-      this.#resolvePending(pending, chain, r);
+    if (pending && pending.at.origin === r.origin && (chain || pending.kind === "edited")) {
+      this.#resolvePending(pending, chain as Chain, r);
       return;
     }
     if (!chain) {
@@ -288,6 +289,25 @@ export class AuditVerifier {
     } else {
       const copy = r.hash === last.hash ? `is a copy of ${where(last.pos)}` : `repeats seq ${r.seq}, already seen before ${where(last.pos)}`;
       this.#fail(r.pos, r.seq, "inserted", `${where(r.pos)} (seq ${r.seq} of ${r.origin}) ${copy}: a record was inserted`, r.origin);
+    }
+  }
+
+  /**
+   * A record whose content does not match its hash: edited, unless its seq is already taken (a
+   * forged copy was inserted), or the original of its seq follows it (inserted before it).
+   */
+  #mismatch(r: Parsed): void {
+    const chain = this.#chains.get(r.origin);
+    if (this.#pending?.at.origin === r.origin) {
+      this.#settlePending();
+      return;
+    }
+    if (chain && r.seq <= chain.last.seq) {
+      this.#fail(r.pos, r.seq, "inserted", `${where(r.pos)} (seq ${r.seq} of ${r.origin}) repeats a seq already seen and does not match its hash: a forged record was inserted`, r.origin);
+    } else if (!chain || r.seq === chain.last.seq + 1) {
+      this.#anomaly({ kind: "edited", at: r, parentHash: chain ? chain.last.hash : GENESIS_HASH });
+    } else {
+      this.#fail(r.pos, r.seq, "edited", editedMessage(r), r.origin);
     }
   }
 
@@ -369,6 +389,14 @@ export class AuditVerifier {
           this.#settlePending(p);
         }
         return;
+      case "edited":
+        this.#pending = undefined;
+        if (r.seq === at.seq && r.prevHash === p.parentHash) {
+          this.#fail(at.pos, at.seq, "inserted", `${where(at.pos)} (seq ${at.seq} of ${at.origin}) does not match its hash and the original seq ${r.seq} follows at ${where(r.pos)}: a forged record was inserted`, at.origin);
+        } else {
+          this.#settlePending(p);
+        }
+        return;
       case "dup": {
         this.#pending = undefined;
         // Whichever copy the chain continues from is the original; the other was inserted.
@@ -398,6 +426,9 @@ export class AuditVerifier {
       }
       case "dup":
         this.#fail(at.pos, at.seq, "inserted", `${where(at.pos)} (seq ${at.seq} of ${at.origin}) was inserted: ${where(p.first.pos)} has the same seq`, at.origin);
+        return;
+      case "edited":
+        this.#fail(at.pos, at.seq, "edited", editedMessage(at), at.origin);
         return;
     }
   }
@@ -456,6 +487,10 @@ export function verifyAuditLog(
   }
   for (const input of lines) if (!push(input)) break;
   return verifier.finish();
+}
+
+function editedMessage(r: Parsed): string {
+  return `${where(r.pos)} (seq ${r.seq} of ${r.origin}): content does not match its hash; the record was edited`;
 }
 
 function where(pos: AuditLinePosition): string {
