@@ -10,8 +10,9 @@ import type { ExpectedCheckpoint } from "./audit-checkpoint.ts";
  * - `edited`: the record's `hash` does not match its content;
  * - `gap`: a `seq` is missing in an origin (a record was deleted, or the log starts after 1);
  * - `reorder`: a missing `seq` turns up later (records were moved);
- * - `inserted`: a valid-looking record whose `seq` duplicates another one of its origin, or
- *   which takes the next `seq` without linking to its predecessor while the original follows;
+ * - `inserted`: a record whose `seq` duplicates another one of its origin (whether or not its
+ *   hash was recomputed), or which takes the next `seq` without linking to its predecessor
+ *   while the original of that `seq` follows;
  * - `broken_chain`: `prev_hash` is not the hash of the previous record of the origin (a record
  *   was rewritten and re-hashed, or replaced).
  * Checkpoints (see `audit-checkpoint.ts`):
