@@ -21,12 +21,11 @@ import { hmacMatchesAny, importSecrets, isHexDigest, pythonFloatRepr, pythonJson
  *
  *     json.dumps(["openrtc.manifest.v1", seq, sorted(active_versions), repr(float(issued_at))], separators=(",", ":"))
  *
- * (`float()` matters: JSON writers print a whole `issued_at` without a fraction, which Python would
- * read back as an int whose repr lacks the `.0`.)
- *
- * (Python spelling on purpose, so openrtc-python or a shell script with python3 can sign one; the
- * versions are sorted by code point, which is Python's `sorted`, so their order in the file does not
- * matter). The domain tag keeps a manifest signature from ever being replayed as a membership token.
+ * Python spelling on purpose, so openrtc-python or a shell script with python3 can sign one. The
+ * versions are sorted by code point (Python's `sorted`), so their order in the file does not
+ * matter. `float()` matters: JSON writers print a whole `issued_at` without a fraction, which
+ * Python would read back as an int whose repr lacks the `.0`. The domain tag keeps a manifest
+ * signature from ever being replayed as a membership token.
  *
  * Replacement rules, enforced by `ManifestGate`:
  * - only an authentic manifest (signature matches a configured secret) is ever accepted;
@@ -62,7 +61,10 @@ export interface SignManifestOptions {
   secret: string;
 }
 
-/** What the pool needs from a membership source. `ManifestGate` implements it. */
+/**
+ * What the pool needs from a membership source. `ManifestGate` implements it; structurally the
+ * same as the interface `AgentPoolOptions.membership` declares in pool.ts.
+ */
 export interface MembershipGate {
   /** Whether a worker of this version may take new jobs. */
   isMember(version: string | null): boolean;
@@ -208,7 +210,7 @@ interface Verified {
   canonical: string;
 }
 
-function verify(raw: unknown, keys: readonly KeyObject[]): Checked<Verified> {
+function verifyManifest(raw: unknown, keys: readonly KeyObject[]): Checked<Verified> {
   const parsed = parse(raw);
   if (!parsed.ok) return parsed;
   const { seq, active_versions: versions, issued_at: issuedAt, signature } = parsed.value;
@@ -275,11 +277,12 @@ export class ManifestGate implements MembershipGate {
     return this.#current;
   }
 
-  /** When (clock seconds) the current manifest was accepted, and from which source. */
+  /** When (clock seconds) the current manifest was accepted. */
   get acceptedAt(): number | null {
     return this.#acceptedAt;
   }
 
+  /** The name of the source the current manifest came from. */
   get currentSource(): string | null {
     return this.#currentSource;
   }
@@ -299,7 +302,7 @@ export class ManifestGate implements MembershipGate {
 
   /** Offers a manifest (JSON text, bytes or object); `source` names it in reports. */
   offer(raw: unknown, source: string): ManifestOfferResult {
-    const checked = verify(raw, this.#keys);
+    const checked = verifyManifest(raw, this.#keys);
     if (!checked.ok) return this.#reject(source, checked.code, checked.reason, checked.seq);
     const { manifest, canonical } = checked.value;
     const current = this.#current;
