@@ -365,6 +365,24 @@ describe("AuditLog delivery", () => {
     release();
   });
 
+  it("flush retries a sink in backoff at once instead of waiting the backoff out", async () => {
+    let calls = 0;
+    const received: number[] = [];
+    const sink: AuditSink = {
+      name: "flaky-once",
+      async write(records) {
+        if (calls++ === 0) throw new Error("transient");
+        received.push(...records.map((r) => r.seq));
+      },
+    };
+    const log = new AuditLog({ origin: "w1", sinks: [sink], retry: { initialMs: 3_600_000 } });
+    log.emit("a");
+    await tick();
+    expect(log.stats().sinks[0]).toMatchObject({ errors: 1, pending: 1 });
+    expect(await log.flush({ timeoutMs: 10_000 })).toEqual({ ok: true, undelivered: [] });
+    expect(received).toEqual([1]);
+  });
+
   it("flush with no sinks or nothing emitted resolves at once", async () => {
     expect(await new AuditLog().flush()).toEqual({ ok: true, undelivered: [] });
     expect(await new AuditLog({ sinks: [memorySink().sink] }).flush()).toEqual({ ok: true, undelivered: [] });

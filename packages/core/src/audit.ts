@@ -424,11 +424,20 @@ export class AuditLog {
 
   /**
    * Resolves once every sink acknowledged every record emitted before this call (then each sink's
-   * own `flush` ran), or once `timeoutMs` passed. Never rejects; the result names what was not
-   * delivered.
+   * own `flush` ran), or once `timeoutMs` passed. A sink in retry backoff retries at once. Never
+   * rejects; the result names what was not delivered.
    */
   async flush(options: AuditFlushOptions = {}): Promise<AuditFlushResult> {
     const target = this.#seq;
+    // A sink waiting out a retry backoff tries again now: whoever flushes (often shutdown) is
+    // waiting for exactly that.
+    for (const s of this.#sinks) {
+      if (s.retryTimer !== undefined) {
+        clearTimeout(s.retryTimer);
+        s.retryTimer = undefined;
+        this.#startWrite(s);
+      }
+    }
     const deadline = options.timeoutMs === undefined ? undefined : Date.now() + Math.max(0, options.timeoutMs);
     const owner = {};
     const acked = Promise.all(this.#sinks.map((s) => this.#waitFor(s, target, owner)));
