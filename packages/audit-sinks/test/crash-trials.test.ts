@@ -52,6 +52,7 @@ afterAll(async () => {
 });
 
 interface TrialOutcome {
+  pid: number;
   origin: string;
   acked: number;
   stderr: string;
@@ -101,7 +102,7 @@ function runTrial(path: string, mode: Mode, seed: number): Promise<TrialOutcome>
       if (signal !== "SIGKILL" || origin === "") {
         reject(new Error(`crash child (mode ${mode}, seed ${seed}) ended with ${signal ?? code}:\n${stderr}`));
       } else {
-        resolve({ origin, acked, stderr });
+        resolve({ pid: child.pid as number, origin, acked, stderr });
       }
     });
   });
@@ -119,7 +120,7 @@ describe.each(["plain", "chunked", "pause"] as const)("kill -9 trials, %s writes
     const started = performance.now();
     const path = join(dir, "audit.jsonl");
     const seed = 1000 * (["plain", "chunked", "pause"].indexOf(mode) + 1) + trial * 7919;
-    const { origin, acked } = await runTrial(path, mode, seed);
+    const { pid, origin, acked } = await runTrial(path, mode, seed);
     const context = `mode ${mode}, trial ${trial}, seed ${seed}, acked ${acked}`;
 
     // 1. The files exactly as the crash left them.
@@ -152,6 +153,10 @@ describe.each(["plain", "chunked", "pause"] as const)("kill -9 trials, %s writes
       stats.torn += 1;
       stats.tornBytes += Buffer.byteLength(tornTail);
     }
+    // The killed child still "holds" the lock; reopening sees its owner is dead and takes over.
+    expect(warnings.filter((w) => w.code === "stale_lock").map((w) => w.message), context).toEqual([
+      expect.stringContaining(`from process ${pid} on `),
+    ]);
     if (mode === "pause") expect(tornTail, `a pause lands mid-line (${context})`).toBeDefined();
     expect((await readFile(path, "utf8")).endsWith("\n") || (await readFile(path, "utf8")) === "").toBe(true);
 
@@ -168,6 +173,31 @@ describe.each(["plain", "chunked", "pause"] as const)("kill -9 trials, %s writes
     stats.acked += acked;
     stats.rotatedFiles = Math.max(stats.rotatedFiles, files.length - 1);
     stats.maxTrialMs = Math.max(stats.maxTrialMs, performance.now() - started);
+  });
+});
+
+describe("a live writer", () => {
+  it("keeps a second process off its file until it is killed", async () => {
+    const dir = await mkdtemp(join(work, "live-"));
+    const path = join(dir, "audit.jsonl");
+    const child = spawn(process.execPath, [childScript, JSON.stringify({ path, mode: "plain", seed: 5, maxBytes: MAX_BYTES })], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (chunk: Buffer) => {
+          if (chunk.toString().includes("ack ")) resolve();
+        });
+        child.once("exit", () => reject(new Error("crash child exited early")));
+      });
+      await expect(fileSink({ path }).open()).rejects.toThrow(`is being written by process ${child.pid}`);
+    } finally {
+      child.kill("SIGKILL");
+    }
+    await new Promise((resolve) => child.once("exit", resolve));
+    const sink = fileSink({ path, onWarning: () => undefined });
+    await sink.open();
+    await sink.close();
   });
 });
 

@@ -25,8 +25,8 @@ describe("unusable paths", () => {
     const sink = fileSink({ path: nested });
     const error = await sink.write(chain(1)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(FileSinkError);
-    expect((error as Error).message).toBe(
-      `cannot open audit file ${nested}: ENOENT: no such file or directory, scandir '${join(dir, "logs")}'; create its directory first`,
+    expect((error as Error).message).toMatch(
+      new RegExp(`^cannot open audit file ${nested}: ENOENT: no such file or directory, .*; create its directory first$`),
     );
     await mkdir(join(dir, "logs"));
     await sink.write(chain(1));

@@ -10,6 +10,7 @@ import {
 import type { AuditRecord, AuditSink, Clock } from "@openrtc/core";
 import { nodeFileIo } from "./file-io.ts";
 import type { AuditFileHandle, AuditFileIo } from "./file-io.ts";
+import { FileLockError, acquireLock, lockPath, releaseLock } from "./file-lock.ts";
 import { readFirstLine, scanTail } from "./tail-scan.ts";
 
 export interface FileSinkOptions {
@@ -31,7 +32,7 @@ export interface FileSinkOptions {
   name?: string;
 }
 
-export type FileSinkWarningCode = "torn_tail" | "permissive_mode" | "unparsable_last_line";
+export type FileSinkWarningCode = "torn_tail" | "permissive_mode" | "unparsable_last_line" | "stale_lock";
 
 export interface FileSinkWarning {
   code: FileSinkWarningCode;
@@ -182,6 +183,7 @@ class DurableFileSink implements FileSink {
   private draining: Promise<void> | undefined;
   private closed = false;
   private holdsPath = false;
+  private holdsLock = false;
   private readonly counters: FileSinkStats = { records: 0, batches: 0, syncs: 0, bytes: 0, rotations: 0 };
 
   constructor(settings: Settings) {
@@ -236,11 +238,22 @@ class DurableFileSink implements FileSink {
     if (this.opening !== undefined) await this.opening.catch(() => undefined);
     const handle = this.handle;
     this.handle = undefined;
+    try {
+      if (handle !== undefined) await handle.close();
+    } finally {
+      await this.release();
+    }
+  }
+
+  private async release(): Promise<void> {
+    if (this.holdsLock) {
+      this.holdsLock = false;
+      await releaseLock(this.path).catch(() => undefined);
+    }
     if (this.holdsPath) {
       openPaths.delete(this.path);
       this.holdsPath = false;
     }
-    if (handle !== undefined) await handle.close();
   }
 
   /** Group commit: every batch queued while the previous write+fsync ran goes out in one. */
@@ -305,6 +318,13 @@ class DurableFileSink implements FileSink {
   private async append(data: Buffer): Promise<void> {
     const handle = this.handle;
     if (handle === undefined) throw new FileSinkError(`audit file ${this.path} is not open`);
+    const actual = await handle.size();
+    if (actual !== this.size) {
+      throw new FileSinkError(
+        `audit file ${this.path} is ${actual} bytes, but this sink wrote ${this.size}: something else writes or truncated it; ` +
+          "records not written (one writer per file)",
+      );
+    }
     try {
       let written = 0;
       while (written < data.byteLength) {
@@ -376,11 +396,30 @@ class DurableFileSink implements FileSink {
       this.holdsPath = true;
     }
     try {
+      if (!this.holdsLock) await this.lock();
       return await this.recoverOrCreate();
     } catch (error) {
-      openPaths.delete(this.path);
-      this.holdsPath = false;
+      await this.release();
       throw error;
+    }
+  }
+
+  private async lock(): Promise<void> {
+    let taken;
+    try {
+      taken = await acquireLock(this.path, this.s.mode);
+    } catch (error) {
+      if (error instanceof FileLockError) throw new FileSinkError(error.message, { cause: error });
+      throw openError(this.path, error);
+    }
+    this.holdsLock = true;
+    const from = taken.tookOverFrom;
+    if (from !== undefined || taken.reason !== undefined) {
+      const who = from === undefined ? "an unreadable owner" : `process ${from.pid} on ${from.host || "an unnamed host"}`;
+      this.warn(
+        "stale_lock",
+        `took over ${lockPath(this.path)} from ${who} (${taken.reason ?? "stale"}); make sure no other process writes ${this.path}`,
+      );
     }
   }
 
