@@ -442,12 +442,10 @@ export class AuditLog {
     const owner = {};
     const acked = Promise.all(this.#sinks.map((s) => this.#waitFor(s, target, owner)));
     const inTime = await withDeadline(acked, deadline);
-    if (!inTime) this.#waiters = this.#waiters.filter((w) => w.owner !== owner);
     if (inTime) {
-      await withDeadline(
-        Promise.all(this.#sinks.map((s) => this.#callSink(s, "flush"))),
-        deadline,
-      );
+      await withDeadline(Promise.all(this.#sinks.map((s) => this.#callSink(s, "flush"))), deadline);
+    } else {
+      this.#waiters = this.#waiters.filter((w) => w.owner !== owner);
     }
     return this.#flushResult(target);
   }
@@ -501,8 +499,8 @@ export class AuditLog {
     const version = f.version === undefined ? this.version : f.version === null ? null : toText(f.version, "");
     const record: Record<string, unknown> = { seq, timestamp, event, actor, target, result, version };
     // The canonical text is built alongside the object: the same bytes JSON.stringify(record)
-    // gives, at a fraction of its cost on this hot path (`canonical` is dropped if a key would
-    // be enumerated out of insertion order).
+    // gives, at a fraction of its cost on this hot path. `text` becomes undefined (and
+    // JSON.stringify runs after all) when a key would be enumerated out of insertion order.
     let text: string | undefined = `{"seq":${seq},"timestamp":${timestamp},"event":${quote(event)},"actor":${quote(actor)},"target":${quote(target)},"result":${quote(result)},"version":${version === null ? "null" : quote(version)}`;
     if (!fallback) {
       // for-in over an own-property check allocates no key array (this runs on every emit).

@@ -1,4 +1,6 @@
 import { readFile } from "node:fs/promises";
+import { createInterface } from "node:readline";
+import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
 import { listAuditFiles, readAuditFiles } from "./audit-files.ts";
 import { CheckpointKeys } from "./audit-checkpoint.ts";
@@ -13,8 +15,9 @@ const VERIFY_USAGE = `Usage: openrtc audit verify FILE [--json] [--partial]
 
 Checks an audit log's hash chains: every record's hash, seq continuity and prev_hash links,
 per origin. FILE is the log's (active) file; its rotated siblings (FILE stem.NNNNNNNN.jsonl)
-are read first, in order. FILE may also be a directory holding one log. An unterminated,
-incomplete last line of the active file (a write in progress) is ignored and mentioned.
+are read first, in order. FILE may also be a directory holding one log, or - for standard
+input (e.g. piped from object storage). An unterminated, incomplete last line of the active
+file (a write in progress) is ignored and mentioned.
 
   --json      print the result as one JSON object
   --partial   the log may start mid-chain (e.g. older rotated files were pruned): the first
@@ -130,6 +133,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     throw new UsageError("verify: --require-signed needs --hmac-secret-env or --ed25519-public-key to check signatures with");
   }
 
+  if (path === "-") return verifyStdin(options, io, values.json);
   let files: string[];
   try {
     files = await listAuditFiles(path);
@@ -163,6 +167,25 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     io.stdout(summary(result, files));
     if (tornTail) io.stdout(`note: ignored the unterminated, incomplete last line ${tornTail.line} of ${tornTail.file} (a write in progress or a torn tail)\n`);
   }
+  return result.ok ? EXIT_OK : EXIT_PROBLEM;
+}
+
+async function verifyStdin(options: AuditVerifyOptions, io: CliIo, json: boolean): Promise<number> {
+  if (!io.stdin) throw new UsageError("verify: no standard input to read (-)");
+  let verifier: AuditVerifier;
+  try {
+    verifier = new AuditVerifier(options);
+  } catch (error) {
+    throw new UsageError(`verify: ${(error as Error).message}`);
+  }
+  try {
+    const lines = createInterface({ input: Readable.from(io.stdin), crlfDelay: Infinity });
+    for await (const line of lines) if (!verifier.push(line)) break;
+  } catch (error) {
+    throw new UsageError(`verify: cannot read standard input: ${describeIoError(error)}`);
+  }
+  const result = verifier.finish();
+  io.stdout(json ? `${JSON.stringify({ ...result, files: ["-"] })}\n` : summary(result, ["standard input"]));
   return result.ok ? EXIT_OK : EXIT_PROBLEM;
 }
 

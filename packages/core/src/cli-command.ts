@@ -8,6 +8,8 @@ export interface CliIo {
   stdout(text: string): void;
   stderr(text: string): void;
   env: Readonly<Record<string, string | undefined>>;
+  /** Standard input, for commands that read `-`. */
+  stdin?: AsyncIterable<string | Uint8Array> | Iterable<string | Uint8Array>;
 }
 
 /** Exit codes: 0 success, 1 the command ran and found a problem, 2 usage or I/O error. */

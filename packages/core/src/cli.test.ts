@@ -161,6 +161,19 @@ describe("main (in process)", () => {
     expect(await run("audit", "verify", path)).toMatchObject({ code: 1, stdout: expect.stringContaining("FAILED: malformed at line 2") });
   });
 
+  it("reads standard input for -", async () => {
+    const lines = makeLines(3);
+    let stdout = "";
+    const io: CliIo = { stdout: (t) => void (stdout += t), stderr: () => {}, env: {}, stdin: [`${lines[0]!}\n${lines[1]!}`, `\n${lines[2]!}\n`] };
+    expect(await main(["audit", "verify", "-"], io)).toBe(0);
+    expect(stdout).toBe("OK: 3 records, 1 origin, chains intact in standard input\n");
+    stdout = "";
+    const gap: CliIo = { ...io, stdin: [`${lines[0]!}\n${lines[2]!}\n`] };
+    expect(await main(["audit", "verify", "-"], gap)).toBe(1);
+    expect(stdout).toContain("FAILED: gap at line 2 (seq 3)");
+    expect(await run("audit", "verify", "-")).toMatchObject({ code: 2, stderr: expect.stringContaining("no standard input") });
+  });
+
   it("accepts a pruned log with --partial", async () => {
     const path = await writeLog("pruned.jsonl", makeLines(4).slice(2));
     expect((await run("audit", "verify", path)).code).toBe(1);
