@@ -9,7 +9,6 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +17,7 @@ import type { AuditRecord } from "@openrtc/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fileSink } from "../src/file/index.ts";
 import type { FileSinkWarning } from "../src/file/index.ts";
+import { bundleForNode } from "../src/file/test-helpers.ts";
 
 type Mode = "plain" | "chunked" | "pause";
 const TRIALS_PER_MODE = 8;
@@ -29,22 +29,8 @@ let childScript: string;
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "crash-trials-"));
   childScript = join(work, "crash-child.mjs");
-  // One bundle, built once, so each trial pays only for a bare `node` start (~50 ms), not a
-  // TypeScript loader. esbuild comes with tsx, the workspace's TypeScript runner.
-  const esbuild = createRequire(createRequire(import.meta.url).resolve("tsx"))("esbuild") as {
-    build(options: Record<string, unknown>): Promise<unknown>;
-  };
-  await esbuild.build({
-    entryPoints: [fileURLToPath(new URL("./crash-child.ts", import.meta.url))],
-    outfile: childScript,
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    conditions: ["@openrtc/source"],
-    banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
-    logLevel: "error",
-  });
+  // One bundle, built once, so each trial pays only for a bare `node` start.
+  await bundleForNode(fileURLToPath(new URL("./crash-child.ts", import.meta.url)), childScript);
 });
 
 afterAll(async () => {

@@ -1,10 +1,15 @@
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { listAuditFiles, readAuditFiles } from "@openrtc/core";
 import type { AuditRecord } from "@openrtc/core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileSinkError, fileSink, openFileSink } from "./file-sink.ts";
-import { chain, chainProblems, errno, faultyIo, readRecords, tempDir } from "./test-helpers.ts";
+import { bundleForNode, chain, chainProblems, errno, faultyIo, readRecords, tempDir } from "./test-helpers.ts";
+
+const execFileAsync = promisify(execFile);
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -47,15 +52,27 @@ describe("unusable paths", () => {
     expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "rejected"]);
   });
 
-  it.skipIf(process.getuid?.() === 0)("a directory without write permission gives EACCES and a hint", async () => {
-    await chmod(dir, 0o500);
-    try {
-      await expect(openFileSink({ path })).rejects.toThrow(
-        /cannot open audit file .*: EACCES: .*; give this process write permission on the file and its directory/,
-      );
-    } finally {
-      await chmod(dir, 0o700);
+  it("a directory without write permission gives EACCES and a hint", async () => {
+    const expected = /^cannot open audit file .*: EACCES: .*; give this process write permission on the file and its directory$/;
+    await chmod(dir, 0o755);
+    const locked = join(dir, "locked");
+    await mkdir(locked, { mode: 0o755 });
+    if (process.getuid?.() !== 0) {
+      await chmod(locked, 0o500);
+      await expect(openFileSink({ path: join(locked, "audit.jsonl") })).rejects.toThrow(expected);
+      return;
     }
+    // root may write anywhere: run the sink in a child process as an unprivileged user instead.
+    const script = join(dir, "open-child.mjs");
+    await bundleForNode(fileURLToPath(new URL("./test-open-child.ts", import.meta.url)), script);
+    const { stdout } = await execFileAsync(process.execPath, [script, join(locked, "audit.jsonl")], {
+      uid: 65534,
+      gid: 65534,
+      cwd: dir,
+    });
+    const outcome = JSON.parse(stdout) as { ok: boolean; name?: string; message?: string };
+    expect(outcome).toMatchObject({ ok: false, name: "FileSinkError" });
+    expect(outcome.message).toMatch(expected);
   });
 });
 
