@@ -40,7 +40,12 @@ const forwardSink: AuditSink = {
 const secrets = (process.env.OPENRTC_MEMBERSHIP_SECRETS ?? "").split(",").filter((s) => s !== "");
 let membership: ManifestGate | undefined;
 if (process.env.OPENRTC_MANIFEST_FILE) {
-  membership = new ManifestGate({ secrets, sources: [fileManifest(process.env.OPENRTC_MANIFEST_FILE, { pollIntervalMs: 250 })] });
+  membership = new ManifestGate({
+    secrets,
+    // A forged, stale or torn manifest is refused (the current one stays) and goes on record.
+    onRejected: (rejection) =>
+      pool.auditLog.emit("membership.manifest_rejected", { target: rejection.source, result: "rejected", code: rejection.code, reason: rejection.reason }),
+  });
 }
 
 const pool = new AgentPool({
@@ -49,6 +54,8 @@ const pool = new AgentPool({
   ...(membership ? { membership } : {}),
   ...(process.env.OPENRTC_DRAIN_TIMEOUT_MS ? { drainTimeoutMs: Number(process.env.OPENRTC_DRAIN_TIMEOUT_MS) } : {}),
 });
+// Attached once the pool exists, so the first (synchronous) read can already be audited.
+if (membership) membership.attach(fileManifest(process.env.OPENRTC_MANIFEST_FILE!, { pollIntervalMs: 250 }));
 const control = await createControlServer(pool, { port: Number(process.env.OPENRTC_CONTROL_PORT ?? 0) });
 const { server, binding } = await createAgentServer(pool, {
   agent: fileURLToPath(new URL("./agent.ts", import.meta.url)),
