@@ -7,6 +7,8 @@
  * Modes: `plain` (Node's fs), `chunked` (each write split into small pieces with an event-loop
  * turn between them, so a kill can land inside a line), `pause` (chunked, and after a piece
  * that ends mid-line it prints `paused` and stops writing: the kill surely tears a line).
+ * With `resume`, the AuditLog continues the chain of the file's last record (`resumeFrom`), so
+ * one chain runs through every crash; without it each run starts its own origin.
  */
 import { AuditLog } from "@openrtc/core";
 import { fileSink, nodeFileIo } from "@openrtc/audit-sinks/file";
@@ -17,6 +19,7 @@ interface ChildArgs {
   mode: "plain" | "chunked" | "pause";
   seed: number;
   maxBytes: number;
+  resume: boolean;
 }
 
 const args = JSON.parse(process.argv[2] ?? "{}") as ChildArgs;
@@ -66,8 +69,12 @@ const io =
     ? nodeFileIo
     : chunkedIo(args.mode === "pause" ? 20 + Math.floor(random() * 400) : undefined);
 const sink = fileSink({ path: args.path, io, rotate: { maxBytes: args.maxBytes }, onWarning: () => undefined });
-await sink.open();
-const log = new AuditLog({ sinks: [sink], maxBatch: 1 + Math.floor(random() * 300) });
+const { lastRecord } = await sink.open();
+const log = new AuditLog({
+  sinks: [sink],
+  maxBatch: 1 + Math.floor(random() * 300),
+  ...(args.resume && lastRecord !== undefined ? { resumeFrom: lastRecord } : { origin: `crash-${args.mode}-${args.seed}` }),
+});
 print(`origin ${log.origin}`);
 
 // Up to three flushes in flight: load stays high while the queue never overflows (an

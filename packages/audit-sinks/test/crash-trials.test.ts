@@ -5,7 +5,9 @@
  * - every record acknowledged to the child (it printed `ack <seq>`) is on disk;
  * - only the active file's last line may be torn, and reopening moves exactly it aside;
  * - what is on disk, across rotated files and every earlier trial's origin, verifies.
- * Trials of one mode share one log, so each child also starts from the previous crash.
+ * Trials of one mode share one log, so each child also starts from the previous crash; in the
+ * chunked and pause modes each child resumes the chain (`resumeFrom` the file's last record), so
+ * one chain runs through all eight crashes; plain-mode children each start their own origin.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -46,7 +48,8 @@ interface TrialOutcome {
 
 /** Runs one child and SIGKILLs it: after a random number of acks, or when it pauses mid-line. */
 function runTrial(path: string, mode: Mode, seed: number): Promise<TrialOutcome> {
-  const child = spawn(process.execPath, [childScript, JSON.stringify({ path, mode, seed, maxBytes: MAX_BYTES })], {
+  const resume = mode !== "plain";
+  const child = spawn(process.execPath, [childScript, JSON.stringify({ path, mode, seed, maxBytes: MAX_BYTES, resume })], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const killAfterAcks = 1 + (seed % 7);
@@ -151,6 +154,7 @@ describe.each(["plain", "chunked", "pause"] as const)("kill -9 trials, %s writes
     for await (const { file, lineNo, line } of readAuditFiles(path)) verifier.push(line, { file, line: lineNo });
     const result = verifier.finish();
     if (!result.ok) expect.fail(`verification failed (${context}): ${result.message}`);
+    expect(result.origins, context).toBe(mode === "plain" ? trial + 1 : 1);
     const chain = result.chains.find((c) => c.origin === origin);
     expect(chain?.lastSeq ?? 0, context).toBeGreaterThanOrEqual(acked);
     expect(info.lastRecord?.seq ?? 0).toBeGreaterThanOrEqual(acked);
@@ -166,7 +170,7 @@ describe("a live writer", () => {
   it("keeps a second process off its file until it is killed", async () => {
     const dir = await mkdtemp(join(work, "live-"));
     const path = join(dir, "audit.jsonl");
-    const child = spawn(process.execPath, [childScript, JSON.stringify({ path, mode: "plain", seed: 5, maxBytes: MAX_BYTES })], {
+    const child = spawn(process.execPath, [childScript, JSON.stringify({ path, mode: "plain", seed: 5, maxBytes: MAX_BYTES, resume: false })], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     try {
