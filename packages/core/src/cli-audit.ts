@@ -9,7 +9,7 @@ import type { AuditVerifyOptions, AuditVerifyResult } from "./audit-verify.ts";
 import { EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, UsageError } from "./cli-command.ts";
 import type { CliCommand, CliIo } from "./cli-command.ts";
 
-const VERIFY_USAGE = `Usage: openrtc audit verify FILE [--json] [--partial]
+const VERIFY_USAGE = `Usage: openrtc audit verify FILE|DIR|s3://BUCKET/PREFIX|- [--json] [--partial]
          [--hmac-secret-env NAME]... [--ed25519-public-key PEMFILE]...
          [--expect-checkpoint JSONFILE]... [--require-signed]
 
@@ -19,6 +19,8 @@ are read first, in order. FILE may also be a directory holding one log, or - for
 input (e.g. piped from object storage). An unterminated, incomplete last line of the active
 file (a write in progress) is ignored and mentioned.
 
+  s3://BUCKET/PREFIX   objects written by @openrtc/audit-sinks/s3 (install it and @aws-sdk/client-s3;
+              credentials and region from the usual AWS settings; --endpoint URL for S3-compatible stores)
   --json      print the result as one JSON object
   --partial   the log may start mid-chain (e.g. older rotated files were pruned): the first
               record of each origin is taken on trust instead of having to be seq 1
@@ -79,6 +81,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
         "ed25519-public-key": { type: "string", multiple: true },
         "expect-checkpoint": { type: "string", multiple: true },
         "require-signed": { type: "boolean", default: false },
+        endpoint: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -134,6 +137,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
   }
 
   if (path === "-") return verifyStdin(options, io, values.json);
+  if (path.startsWith("s3://")) return verifyS3(path, options, io, values.json, values.endpoint);
   let files: string[];
   try {
     files = await listAuditFiles(path);
@@ -167,6 +171,31 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     io.stdout(summary(result, files));
     if (tornTail) io.stdout(`note: ignored the unterminated, incomplete last line ${tornTail.line} of ${tornTail.file} (a write in progress or a torn tail)\n`);
   }
+  return result.ok ? EXIT_OK : EXIT_PROBLEM;
+}
+
+interface S3Verifier {
+  verifyS3AuditLog(url: string, options: AuditVerifyOptions & { endpoint?: string }): Promise<AuditVerifyResult>;
+}
+
+/** `s3://bucket/prefix`: read through @openrtc/audit-sinks/s3, an optional peer (it depends on core). */
+async function verifyS3(url: string, options: AuditVerifyOptions, io: CliIo, json: boolean, endpoint: string | undefined): Promise<number> {
+  let s3: S3Verifier;
+  try {
+    s3 = (await import("@openrtc/audit-sinks/s3" as string)) as S3Verifier;
+  } catch (error) {
+    throw new UsageError(
+      `verify: reading ${url} needs @openrtc/audit-sinks and @aws-sdk/client-s3 installed beside @openrtc/core (npm install @openrtc/audit-sinks @aws-sdk/client-s3): ${(error as Error).message}`,
+    );
+  }
+  let result: AuditVerifyResult;
+  try {
+    result = await s3.verifyS3AuditLog(url, { ...options, ...(endpoint === undefined ? {} : { endpoint }) });
+  } catch (error) {
+    throw new UsageError(`verify: cannot read ${url}: ${(error as Error).message}`);
+  }
+  if (result.ok && result.records === 0) throw new UsageError(`verify: no audit records under ${url}; check the bucket and prefix`);
+  io.stdout(json ? `${JSON.stringify({ ...result, files: [url] })}\n` : summary(result, [url]));
   return result.ok ? EXIT_OK : EXIT_PROBLEM;
 }
 

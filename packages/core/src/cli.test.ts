@@ -246,3 +246,12 @@ describe("audit verify with signed checkpoints", () => {
     expect(await run("audit", "verify", path, "--require-signed")).toMatchObject({ code: 2, stderr: expect.stringContaining("--require-signed needs --hmac-secret-env or --ed25519-public-key") });
   });
 });
+
+describe("audit verify s3://", () => {
+  it("without @openrtc/audit-sinks installed beside core: exit 2 naming what to install", async () => {
+    let stderr = "";
+    const code = await main(["audit", "verify", "s3://bucket/audit"], { stdout: () => {}, stderr: (t) => (stderr += t), env: {} });
+    expect(code).toBe(2);
+    expect(stderr).toContain("npm install @openrtc/audit-sinks @aws-sdk/client-s3");
+  });
+});
