@@ -21,10 +21,27 @@ describe("auditLine", () => {
     expect(auditLine(r)).toBe(JSON.stringify(r));
   });
 
-  it("returns the remembered text for that record object only", () => {
+  it("returns the text remembered for that record object only", () => {
     const r = record();
     rememberAuditLine(r, "remembered");
     expect(auditLine(r)).toBe("remembered");
     expect(auditLine(record())).toBe(JSON.stringify(record()));
+  });
+
+  it("leaves no trace in the record's JSON, keys, copies or equality", () => {
+    const r = record();
+    rememberAuditLine(r, "remembered");
+    Object.freeze(r);
+    expect(JSON.stringify(r)).toBe(JSON.stringify(record()));
+    expect(Object.keys(r)).toEqual(Object.keys(record()));
+    expect({ ...r }).toEqual(record());
+    expect(r).toStrictEqual(record());
+    expect(auditLine({ ...r })).toBe(JSON.stringify(record()));
+  });
+
+  it("works for a record frozen before its line was remembered", () => {
+    const r = Object.freeze(record());
+    rememberAuditLine(r, "remembered");
+    expect(auditLine(r)).toBe("remembered");
   });
 });
