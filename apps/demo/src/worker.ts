@@ -68,6 +68,10 @@ const { server, binding } = await createAgentServer(pool, {
   // closing the server while that replacement is still starting waits out
   // shutdownProcessTimeout, which would hold a drained worker's exit for seconds.
   shutdownProcessTimeout: 10_000,
+  // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
+  // takes longer than the SDK's 10 s default, and a job whose process timed out is never run
+  // nor reported failed to LiveKit (it would count as dropped when the worker leaves).
+  initializeProcessTimeout: Number(process.env.OPENRTC_JOB_INIT_TIMEOUT_MS ?? 30_000),
 });
 
 attachProcessLifecycle(pool, {

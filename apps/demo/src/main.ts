@@ -1,0 +1,327 @@
+// `pnpm demo`: a whole blue-green deploy and rollback of real @livekit/agents worker processes
+// with OpenRTC attached, under a stream of simulated calls, with zero dropped calls.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { AuditLog } from "@openrtc/core";
+import { EmbeddedBackend, LiveKitBackend, liveKitFromEnv, type CallBackend, type CallTally } from "./backend.ts";
+import { buildSchedule } from "./calls.ts";
+import { Coordinator, type DeploymentOutcome } from "./coordinator.ts";
+import { Fleet, type WorkerProcess } from "./fleet.ts";
+import { ManifestFile } from "./manifest-file.ts";
+import { RunAudit } from "./run-audit.ts";
+import { LiveTable, rowOf } from "./table.ts";
+
+export const USAGE = `usage: pnpm demo [-- --calls N] [--seed S] [--json] [--audit-file PATH]
+
+  --calls N          simulated calls over the whole run (default 40, 0–1000)
+  --seed S           integer seed for the call schedule: same seed, same calls (default 1)
+  --json             print only the final summary, as one JSON object, on stdout
+  --audit-file PATH  where the run's audit log goes (default: a new temp directory)
+  -h, --help         this text
+
+With LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET set, workers register with that
+LiveKit server and calls are created through its API instead of the embedded dispatcher.`;
+
+export interface DemoFlags {
+  calls: number;
+  seed: number;
+  json: boolean;
+  auditFile: string | undefined;
+  help: boolean;
+}
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export const OLD_VERSION = "v1.0.0";
+export const NEW_VERSION = "v2.0.0";
+
+function integerFlag(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new UsageError(`--${name} must be an integer, got ${JSON.stringify(raw)}`);
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < min || value > max) throw new UsageError(`--${name} must be between ${min} and ${max}, got ${raw}`);
+  return value;
+}
+
+/** Parses the command line; throws `UsageError` naming the bad flag. */
+export function parseFlags(argv: readonly string[]): DemoFlags {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv].filter((a) => a !== "--"),
+      strict: true,
+      allowPositionals: false,
+      options: {
+        calls: { type: "string" },
+        seed: { type: "string" },
+        json: { type: "boolean", default: false },
+        "audit-file": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const auditFile = values["audit-file"] as string | undefined;
+  if (auditFile !== undefined && auditFile.trim() === "") throw new UsageError("--audit-file needs a file path");
+  return {
+    calls: integerFlag("calls", values.calls as string | undefined, 40, 0, 1000),
+    seed: integerFlag("seed", values.seed as string | undefined, 1, -(2 ** 31), 2 ** 32 - 1),
+    json: values.json === true,
+    auditFile,
+    help: values.help === true,
+  };
+}
+
+export interface DemoSummary {
+  ok: boolean;
+  backend: "embedded" | "livekit";
+  /** false on a LiveKit server: call fates come from the workers, not from outside. */
+  fates_observed_from_outside: boolean;
+  seed: number;
+  calls: number;
+  calls_started: number;
+  calls_completed: number;
+  calls_failed: number;
+  calls_dropped: number;
+  calls_terminated: number;
+  jobs_rejected: number;
+  jobs_rejected_by_reason: Record<string, number>;
+  jobs_unplaced: number;
+  calls_by_version: Record<string, number>;
+  deployments: DeploymentOutcome[];
+  phases: { phase: string; at_seconds: number }[];
+  workers: { name: string; worker_id: string | null; version: string; pid: number; exit_code: number | null; calls_taken: number | null; dropped_sessions: number | null }[];
+  audit_file: string;
+  audit_verified: boolean;
+  audit_records: number;
+  audit_origins: number;
+  audit_error?: string;
+  duration_seconds: number;
+  error?: string;
+}
+
+export interface DemoIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+  /** Install a SIGINT handler that stops the run cleanly (CLI only). */
+  handleSigint?: boolean;
+}
+
+/** Runs the demo; resolves with the process exit code (0 ok, 1 a call dropped or the run failed, 2 bad usage). */
+export async function main(argv: readonly string[], io: DemoIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  let flags: DemoFlags;
+  try {
+    flags = parseFlags(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.stderr.write(`openrtc demo: ${error.message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (flags.help) {
+    io.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  let liveKit: ReturnType<typeof liveKitFromEnv>;
+  try {
+    liveKit = liveKitFromEnv(io.env);
+  } catch (error) {
+    io.stderr.write(`openrtc demo: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const summary = await runDemo(flags, liveKit, io);
+  if (flags.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
+  else io.stdout.write(`${formatSummary(summary)}\n`);
+  return summary.ok ? 0 : 1;
+}
+
+async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromEnv>, io: DemoIo): Promise<DemoSummary> {
+  const t0 = Date.now();
+  const out = flags.json ? io.stderr : io.stdout;
+  const runDir = flags.auditFile === undefined ? await mkdtemp(join(tmpdir(), "openrtc-demo-")) : dirname(resolve(flags.auditFile));
+  mkdirSync(runDir, { recursive: true });
+  const auditPath = flags.auditFile === undefined ? join(runDir, "audit.jsonl") : resolve(flags.auditFile);
+  const runAudit = new RunAudit(auditPath);
+  await runAudit.open();
+  const audit = new AuditLog({ sinks: [runAudit.sink()], origin: `demo-coordinator-${process.pid}-${randomBytes(4).toString("hex")}`, version: null });
+  const secret = randomBytes(32).toString("hex");
+  const manifest = new ManifestFile(join(runDir, `manifest-${randomBytes(4).toString("hex")}.json`), secret);
+
+  const backend: CallBackend = liveKit === undefined ? await EmbeddedBackend.start() : new LiveKitBackend(liveKit.url, liveKit.apiKey, liveKit.apiSecret);
+  const outputTail = new Map<string, string[]>();
+  const logs = new Map<string, WriteStream>();
+  const fleet = new Fleet({
+    livekitUrl: backend.url,
+    apiKey: backend.apiKey,
+    apiSecret: backend.apiSecret,
+    manifestFile: manifest.path,
+    membershipSecrets: [secret],
+    env: backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName },
+    stdio: "pipe",
+    // Worker logs go to <run dir>/<worker>.log (last lines kept for error reports), not to the
+    // terminal: the table is the view.
+    onOutput: (w, _stream, chunk) => {
+      let log = logs.get(w.name);
+      if (log === undefined) logs.set(w.name, (log = createWriteStream(join(runDir, `${w.name}.log`))));
+      log.write(chunk);
+      const lines = outputTail.get(w.name) ?? [];
+      lines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
+      outputTail.set(w.name, lines.slice(-20));
+    },
+    onAudit: (records) => runAudit.append(records),
+  });
+  const schedule = buildSchedule({ calls: flags.calls, seed: flags.seed });
+  let coordinator: Coordinator | undefined;
+  const table = new LiveTable({
+    out,
+    source: () => ({
+      header: {
+        phase: coordinator?.phase ?? "init",
+        callsDispatched: coordinator?.dispatched ?? 0,
+        callsTotal: schedule.length,
+        manifest: manifest.current?.active_versions ?? [],
+      },
+      rows: fleet.workers.map(rowOf),
+    }),
+  });
+  coordinator = new Coordinator({
+    fleet,
+    backend,
+    manifest,
+    audit,
+    schedule,
+    oldVersion: OLD_VERSION,
+    newVersion: NEW_VERSION,
+    log: (line) => table.note(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${line}`),
+  });
+  const onSigint = () => {
+    table.note("interrupted: no further calls; stopping (workers are killed, calls in flight are dropped)");
+    coordinator?.stop();
+  };
+  if (io.handleSigint) process.once("SIGINT", onSigint);
+
+  table.note(`openrtc demo: ${schedule.length} calls, seed ${flags.seed}, ${backend.kind === "embedded" ? `embedded dispatcher ${backend.url}` : `LiveKit ${backend.url}`}; audit log ${auditPath}`);
+  fleet.startPolling();
+  table.start();
+  let error: string | undefined;
+  try {
+    await coordinator.run();
+  } catch (e) {
+    error = e instanceof Error ? e.message : String(e);
+    table.note(`demo failed: ${error}`);
+    for (const [name, lines] of outputTail) if (lines.length > 0) table.note(`--- last output of ${name} ---\n${lines.join("\n")}`);
+  } finally {
+    process.off("SIGINT", onSigint);
+    table.stop();
+    await fleet.close();
+  }
+  if (error === undefined) await backend.settled();
+  const tally = callTally(backend, fleet.workers);
+  await audit.close({ timeoutMs: 5000 });
+  await runAudit.close();
+  await backend.close();
+  for (const log of logs.values()) log.end();
+  if (backend instanceof EmbeddedBackend) {
+    // The dispatcher's record of every call (offers, assignment, fate): the outside view.
+    await writeFile(join(runDir, "calls.json"), `${JSON.stringify(backend.dispatcher.jobs(), null, 1)}\n`);
+  }
+  const verified = await runAudit.verify();
+  const rejected: Record<string, number> = {};
+  for (const r of runAudit.records) {
+    if (r.event === "worker.rejected") rejected[String(r.reason)] = (rejected[String(r.reason)] ?? 0) + 1;
+  }
+  const summary: DemoSummary = {
+    ok: false,
+    backend: backend.kind,
+    fates_observed_from_outside: tally.observed,
+    seed: flags.seed,
+    calls: flags.calls,
+    calls_started: tally.started,
+    calls_completed: tally.completed,
+    calls_failed: tally.failed,
+    calls_dropped: tally.dropped,
+    calls_terminated: tally.terminated,
+    jobs_rejected: Object.values(rejected).reduce((a, b) => a + b, 0),
+    jobs_rejected_by_reason: rejected,
+    jobs_unplaced: tally.unplaced,
+    calls_by_version: tally.byVersion,
+    deployments: coordinator.deployments,
+    phases: coordinator.phases.map((p) => ({ phase: p.phase, at_seconds: Math.round((p.at - t0) / 100) / 10 })),
+    workers: fleet.workers.map((w) => ({
+      name: w.name,
+      worker_id: w.info?.workerId ?? null,
+      version: w.version,
+      pid: w.pid,
+      exit_code: w.exit?.code ?? null,
+      calls_taken: w.snapshot?.total_sessions_started ?? null,
+      dropped_sessions: w.droppedSessions ?? null,
+    })),
+    audit_file: auditPath,
+    audit_verified: verified.ok,
+    audit_records: verified.ok ? verified.records : runAudit.records.length,
+    audit_origins: verified.ok ? verified.origins : 0,
+    duration_seconds: Math.round((Date.now() - t0) / 100) / 10,
+  };
+  if (!verified.ok) summary.audit_error = verified.message;
+  else if (runAudit.errors.length > 0) summary.audit_error = runAudit.errors[0];
+  if (error !== undefined) summary.error = error;
+  summary.ok =
+    error === undefined &&
+    summary.calls_dropped === 0 &&
+    summary.calls_failed === 0 &&
+    summary.jobs_unplaced === 0 &&
+    summary.audit_verified &&
+    runAudit.errors.length === 0 &&
+    coordinator.deployments.every((d) => d.completed);
+  return summary;
+}
+
+/** On LiveKit the workers' own counts stand in for the dispatcher's outside view. */
+function callTally(backend: CallBackend, workers: readonly WorkerProcess[]): CallTally {
+  const tally = backend.tally();
+  if (tally.observed) return tally;
+  const byVersion: Record<string, number> = {};
+  let completed = 0;
+  let failed = 0;
+  let dropped = 0;
+  for (const w of workers) {
+    const s = w.snapshot;
+    if (s === undefined) continue;
+    byVersion[w.version] = (byVersion[w.version] ?? 0) + s.total_sessions_started;
+    failed += s.total_session_failures;
+    completed += s.total_sessions_started - s.total_session_failures;
+    dropped += w.droppedSessions ?? 0;
+  }
+  return { ...tally, completed, failed, dropped, byVersion };
+}
+
+export function formatSummary(s: DemoSummary): string {
+  const versions = Object.entries(s.calls_by_version)
+    .map(([v, n]) => `${v}: ${n}`)
+    .join(", ");
+  const lines = [
+    "",
+    `openrtc demo ${s.ok ? "OK" : "FAILED"} in ${s.duration_seconds} s (${s.backend}${s.fates_observed_from_outside ? "" : "; call fates as reported by the workers"})`,
+    `  calls: ${s.calls_started} started, ${s.calls_completed} completed, ${s.calls_dropped} dropped, ${s.calls_failed} failed, ${s.jobs_unplaced} unplaced`,
+    `  calls by version: ${versions || "none"}`,
+    `  jobs rejected by workers: ${s.jobs_rejected}${s.jobs_rejected > 0 ? ` (${Object.entries(s.jobs_rejected_by_reason).map(([r, n]) => `${r}: ${n}`).join(", ")})` : ""}`,
+    ...s.deployments.map((d) => `  ${d.kind} ${d.from_version} → ${d.version}: ${d.completed ? "completed" : "NOT completed"}`),
+    `  audit log: ${s.audit_file} (${s.audit_records} records, ${s.audit_origins} origins) ${s.audit_verified ? "verified" : `NOT verified: ${s.audit_error}`}`,
+    `  check it yourself: pnpm --filter @openrtc/core exec tsx --conditions=@openrtc/source src/cli.ts audit verify ${s.audit_file}`,
+  ];
+  if (s.error !== undefined) lines.push(`  error: ${s.error}`);
+  return lines.join("\n");
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, handleSigint: true });
+  process.exit(code);
+}
