@@ -1,4 +1,4 @@
-import { constants } from "node:fs";
+import { constants, fstatSync } from "node:fs";
 import { open, readdir, rename, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 
@@ -44,7 +44,9 @@ class NodeHandle implements AuditFileHandle {
     return this.fh.truncate(length);
   }
   async size(): Promise<number> {
-    return (await this.fh.stat()).size;
+    // fstat answers from the inode in memory: a synchronous call costs ~1 µs, while the async
+    // one is a thread-pool round trip on every group-commit round.
+    return fstatSync(this.fh.fd).size;
   }
   chmod(mode: number): Promise<void> {
     return this.fh.chmod(mode);
