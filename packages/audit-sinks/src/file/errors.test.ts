@@ -3,7 +3,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { listAuditFiles, readAuditFiles } from "@openrtc/core";
+import { AuditLog, listAuditFiles, readAuditFiles, verifyAuditLog } from "@openrtc/core";
 import type { AuditRecord } from "@openrtc/core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileSinkError, fileSink, openFileSink } from "./file-sink.ts";
@@ -107,6 +107,29 @@ describe("disk errors", () => {
     expect((await readRecords(path)).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
   });
 
+  it("fails the batches queued behind a failed round too, so the file never gets a gap", async () => {
+    const records = chain(4);
+    const queued: Array<Promise<void>> = [];
+    let sink: ReturnType<typeof fileSink> | undefined;
+    const io = faultyIo({
+      datasync: (call) => {
+        if (call !== 1) return undefined;
+        // While the first round's fsync fails, two more batches are already waiting.
+        queued.push(sink!.write(records.slice(1, 2)), sink!.write(records.slice(2, 3)));
+        return errno("EIO");
+      },
+    });
+    sink = fileSink({ path, io });
+    await sink.open();
+    await expect(sink.write(records.slice(0, 1))).rejects.toThrow(/EIO/);
+    expect((await Promise.allSettled(queued)).map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(await readFile(path, "utf8")).toBe("");
+    // The caller retries in order, and everything lands once, in order.
+    await sink.write(records);
+    await sink.close();
+    expect((await readRecords(path)).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
   it("when cutting a failed write's leftovers fails too, the next write cuts them first", async () => {
     const records = chain(3);
     const io = faultyIo({
@@ -134,6 +157,31 @@ describe("disk errors", () => {
     await expect(sink.write(records.slice(1))).rejects.toThrow(/truncate failed/);
     expect(io.calls.write).toBe(2);
     await sink.close();
+  });
+});
+
+describe("with a real AuditLog", () => {
+  it("a full disk delays records but loses none: the AuditLog retries and every record lands once", async () => {
+    const io = faultyIo({
+      write: (call) => (call <= 3 ? { written: call * 7, error: errno("ENOSPC", "no space left on device") } : undefined),
+    });
+    const errors: string[] = [];
+    const sink = fileSink({ path, io });
+    const log = new AuditLog({
+      sinks: [sink],
+      retry: { initialMs: 1, maxMs: 5 },
+      hooks: { onSinkError: (_name, error) => errors.push((error as Error).message) },
+    });
+    for (let i = 0; i < 50; i++) log.emit("worker.rejected", { target: `job-${i}`, reason: "draining" });
+    const result = await log.close();
+    expect(result).toEqual({ ok: true, undelivered: [] });
+    expect(errors).toHaveLength(3);
+    expect(errors[0]).toMatch(/^cannot write audit records to .*audit\.jsonl: ENOSPC: no space left on device$/);
+    const text = await readFile(path, "utf8");
+    expect(text.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as AuditRecord).seq)).toEqual(
+      Array.from({ length: 50 }, (_, i) => i + 1),
+    );
+    expect(verifyAuditLog(text)).toMatchObject({ ok: true, records: 50 });
   });
 });
 

@@ -269,8 +269,11 @@ class DurableFileSink implements FileSink {
       try {
         await this.commit(group);
       } catch (error) {
-        // Batches already durable were resolved by `commit`; only the rest fail.
+        // Batches already durable were resolved by `commit`; the rest fail, and so does every
+        // batch queued behind them: writing those now would leave a gap in the file that the
+        // caller's retry of the failed ones could only fill out of order.
         for (const p of group) p.reject(error);
+        for (const p of this.queue.splice(0)) p.reject(error);
       }
     }
   }
