@@ -46,6 +46,13 @@ describe("unusable paths", () => {
     );
   });
 
+  it("a path that is a directory says so", async () => {
+    await mkdir(join(dir, "audit.jsonl"));
+    await expect(openFileSink({ path })).rejects.toThrow(
+      /cannot open audit file .*audit\.jsonl: EISDIR: .*; `path` must name a file inside an existing directory/,
+    );
+  });
+
   it("fails every queued batch when the file cannot be opened", async () => {
     const sink = fileSink({ path: join(dir, "missing", "audit.jsonl") });
     const results = await Promise.allSettled([sink.write(chain(1)), sink.write(chain(1)), sink.write(chain(1))]);

@@ -355,6 +355,9 @@ class DurableFileSink implements FileSink {
 
   private async rotate(): Promise<void> {
     const handle = this.handle as AuditFileHandle;
+    // rename() replaces an existing target silently: never let it overwrite a rotated file
+    // that appeared since open (restored from a backup, say).
+    while ((await this.s.io.modeOf(rotatedAuditFilePath(this.path, this.nextIndex))) !== undefined) this.nextIndex += 1;
     const target = rotatedAuditFilePath(this.path, this.nextIndex);
     try {
       await this.s.io.rename(this.path, target);

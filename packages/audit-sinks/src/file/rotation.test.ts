@@ -88,6 +88,18 @@ describe("rotation by size", () => {
     expect(await listAuditFiles(path)).toEqual([rotatedAuditFilePath(path, 1), rotatedAuditFilePath(path, 2), path]);
     expect((await allRecords(path)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
   });
+  it("never overwrites a rotated file that appeared after open", async () => {
+    const path = join(dir, "audit.jsonl");
+    const records = chain(4);
+    const sink = fileSink({ path, rotate: { maxBytes: lineBytes(records.slice(0, 2)) } });
+    await sink.write(records.slice(0, 2));
+    await writeFile(rotatedAuditFilePath(path, 1), "restored\n");
+    await sink.write(records.slice(2));
+    await sink.close();
+    expect(await readFile(rotatedAuditFilePath(path, 1), "utf8")).toBe("restored\n");
+    expect((await readRecords(rotatedAuditFilePath(path, 2))).map((r) => r.seq)).toEqual([1, 2]);
+    expect((await readRecords(path)).map((r) => r.seq)).toEqual([3, 4]);
+  });
 });
 
 describe("rotation by age", () => {
