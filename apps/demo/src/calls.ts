@@ -23,7 +23,7 @@ export interface ScheduleOptions {
   /** Call duration range, ms. Default 500–4000. */
   minDurationMs?: number;
   maxDurationMs?: number;
-  /** Pause range between two calls of a wave, ms. Default 800–1600: each job forks a process that
+  /** Pause range between two calls of a wave, ms. Default 600–1200: each job forks a process that
    *  needs ~1.7 s of CPU to start, so faster pacing overloads a 2-core machine. */
   minGapMs?: number;
   maxGapMs?: number;
@@ -55,8 +55,8 @@ export function buildSchedule(options: ScheduleOptions): PlannedCall[] {
   if (!Number.isSafeInteger(waves) || waves < 1) throw new RangeError(`waves must be a positive integer, got ${waves}`);
   const minD = options.minDurationMs ?? 500;
   const maxD = options.maxDurationMs ?? 4000;
-  const minG = options.minGapMs ?? 800;
-  const maxG = options.maxGapMs ?? 1600;
+  const minG = options.minGapMs ?? 600;
+  const maxG = options.maxGapMs ?? 1200;
   if (!(minD > 0 && maxD >= minD)) throw new RangeError(`duration range must satisfy 0 < min <= max, got ${minD}–${maxD} ms`);
   if (!(minG >= 0 && maxG >= minG)) throw new RangeError(`gap range must satisfy 0 <= min <= max, got ${minG}–${maxG} ms`);
   const random = mulberry32(seed);

@@ -88,7 +88,10 @@ export class Coordinator {
     this.#emit("deployment.started", { version: v2, from_version: v1, target: "fleet", workers: this.#o.workersPerVersion });
     await manifest.publish([v1, v2]);
     const green = this.#startWorkers(v2, "a");
-    await Promise.all([this.#awaitServing(green), this.#wave(1)]);
+    // Calls pause while workers boot: a worker start costs seconds of CPU, and job processes
+    // forked meanwhile on a 2-core box can miss the SDK's initialization deadline.
+    await this.#awaitServing(green);
+    await this.#wave(1);
 
     this.#enter("drain_v1");
     const forward = await this.#switchTo(v2, v1, blue, green, "deploy");
@@ -99,7 +102,8 @@ export class Coordinator {
     this.#emit("deployment.rolled_back", { version: v1, from_version: v2, target: "fleet", reason: this.#o.rollbackReason });
     await manifest.publish([v1, v2]);
     const blueAgain = this.#startWorkers(v1, "b");
-    await Promise.all([this.#awaitServing(blueAgain), this.#wave(3)]);
+    await this.#awaitServing(blueAgain);
+    await this.#wave(3);
 
     this.#enter("drain_v2");
     const rollback = await this.#switchTo(v1, v2, green, blueAgain, "rollback");
