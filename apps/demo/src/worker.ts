@@ -12,10 +12,14 @@ import { fileURLToPath } from "node:url";
 import { initializeLogger } from "@livekit/agents";
 import { AgentPool, attachProcessLifecycle, createControlServer, fileManifest, ManifestGate, type AuditSink } from "@openrtc/core";
 import { createAgentServer } from "@openrtc/core/livekit";
-import { startTelemetry } from "./telemetry.ts";
 
 initializeLogger({ pretty: false, level: process.env.LOG_LEVEL ?? "warn" });
-const telemetry = startTelemetry({ serviceName: "openrtc-demo-worker", deploymentVersion: process.env.OPENRTC_DEPLOYMENT_VERSION?.trim() || null });
+// The OTel SDK is loaded only when an endpoint is configured: loading it costs every worker
+// several MB of RSS even when it exports nothing.
+const telemetry =
+  process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    ? (await import("./telemetry.ts")).startTelemetry({ serviceName: "openrtc-demo-worker", deploymentVersion: process.env.OPENRTC_DEPLOYMENT_VERSION?.trim() || null })
+    : undefined;
 
 const ipc = typeof process.send === "function";
 const send = (message: unknown) => {

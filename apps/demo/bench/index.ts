@@ -1,0 +1,247 @@
+// `pnpm bench` (apps/demo): drain and overhead figures of real worker processes, side by side
+// with their goals. Timing lives here, never in the pass/fail tests.
+//
+//   SIGTERM → first rejected job      a job offered in the same tick as the signal, answered unavailable
+//   SIGTERM → /readyz 503             a tight /readyz poll from outside
+//   last hang-up → process exit       the dispatcher sees the room deleted → the parent sees 'exit'
+//   assignment → entry                OpenRTC worker (apps/demo/src/worker.ts) vs a bare AgentServer
+//   worker RSS                        the same two, idle after their jobs
+//
+// Both worker kinds run under the same node flags (tsx loader), so the comparison isolates what
+// OpenRTC adds. Knobs: BENCH_DRAIN_REPS (default 40), BENCH_ENTRY_REPS (default 20 per kind).
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { Agent, request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { holdCallAgentPath, startDispatcher, workerLauncherPath, type Dispatcher } from "@openrtc/livekit-dispatcher";
+import { Fleet, workerExecArgv, type WorkerProcess } from "../src/fleet.ts";
+
+const DRAIN_REPS = Number(process.env.BENCH_DRAIN_REPS ?? 40);
+const ENTRY_REPS = Number(process.env.BENCH_ENTRY_REPS ?? 20);
+const BATCH = 5;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`bench: timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+interface DrainSample {
+  toRejectMs: number | undefined;
+  toReadyz503Ms: number;
+  hangupToExitMs: number;
+  probeAccepted: boolean;
+}
+
+/** Polls /readyz as fast as one keep-alive connection allows until it answers 503. */
+function first503(url: string, stop: { done: boolean }): Promise<number> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  return new Promise((resolve, reject) => {
+    const once = () => {
+      if (stop.done) return reject(new Error("stopped"));
+      const req = request(`${url}/readyz`, { agent }, (res) => {
+        res.resume();
+        res.on("end", () => {
+          if (res.statusCode === 503) {
+            agent.destroy();
+            resolve(performance.now());
+          } else once();
+        });
+      });
+      req.on("error", reject);
+      req.end();
+    };
+    once();
+  });
+}
+
+async function drainBench(): Promise<DrainSample[]> {
+  const apiKey = "bench";
+  const apiSecret = randomBytes(32).toString("hex");
+  const markers = mkdtempSync(join(tmpdir(), "bench-drain-"));
+  const dispatcher = await startDispatcher({ apiKey, apiSecret, mintJobTokens: false });
+  const hangups = new Map<string, number>();
+  dispatcher.events.on("job_ended", (job) => {
+    if (job.workerId !== undefined && job.fate === "completed") hangups.set(job.workerId, performance.now());
+  });
+  const rejections = new Map<string, number>();
+  dispatcher.events.on("job_rejected_by_worker", (job, workerId, answer) => {
+    if (answer === "unavailable" && !rejections.has(job.id)) rejections.set(job.id, performance.now());
+  });
+  const samples: DrainSample[] = [];
+  let n = 0;
+  while (samples.length < DRAIN_REPS) {
+    const size = Math.min(BATCH, DRAIN_REPS - samples.length);
+    const fleet = new Fleet({ livekitUrl: dispatcher.url, apiKey, apiSecret, stdio: "ignore", env: { HOLD_CALL_MARKER_DIR: markers } });
+    const workers: { w: WorkerProcess; agent: string }[] = [];
+    for (let i = 0; i < size; i++) {
+      const agent = `drain-${n++}`;
+      workers.push({ w: fleet.spawn({ name: agent, version: "v1.0.0", env: { LIVEKIT_AGENT_NAME: agent } }), agent });
+    }
+    await Promise.all(workers.map(({ w }) => w.ready));
+    // One live call per worker, so each drain has something to wait for.
+    const calls = workers.map(({ agent }) => dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: 1500 + 400 * size }) }));
+    const placed = await Promise.all(calls.map((c) => c.placed));
+    await until("every call's entry", () => placed.every((p) => existsSync(join(markers, `${p.id}.started`))));
+    await sleep(300);
+    for (const { w, agent } of workers) {
+      const stop = { done: false };
+      const readyz = first503(w.controlUrl!, stop);
+      await sleep(20); // the poller is running
+      const t0 = performance.now();
+      w.signal("SIGTERM");
+      const probe = dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: 100 }) });
+      const probeRecord = await probe.placed;
+      const t503 = await readyz;
+      const rejectedAt = rejections.get(probe.id);
+      samples.push({
+        toRejectMs: rejectedAt === undefined ? undefined : rejectedAt - t0,
+        toReadyz503Ms: t503 - t0,
+        hangupToExitMs: Number.NaN,
+        probeAccepted: probeRecord.workerId !== undefined,
+      });
+      stop.done = true;
+      (w as WorkerProcess & { sample?: DrainSample }).sample = samples[samples.length - 1];
+    }
+    // Exit is observed on the process itself ('exit'), the hang-up at the dispatcher (room deleted).
+    await Promise.all(
+      workers.map(async ({ w }) => {
+        const exitAt = await new Promise<number>((resolve) => {
+          if (w.child.exitCode !== null) resolve(performance.now());
+          else w.child.once("exit", () => resolve(performance.now()));
+        });
+        const hangup = hangups.get(w.info!.workerId);
+        const s = (w as WorkerProcess & { sample?: DrainSample }).sample!;
+        s.hangupToExitMs = hangup === undefined ? Number.NaN : exitAt - hangup;
+        await w.exited;
+        if (w.exit?.code !== 0) throw new Error(`bench: ${w.name} exited ${w.exit?.code}`);
+      }),
+    );
+    await fleet.close();
+    log(`  drain: ${samples.length}/${DRAIN_REPS}`);
+  }
+  await dispatcher.close();
+  return samples;
+}
+
+interface EntryResult {
+  entryMs: number[];
+  rssIdleMiB: number;
+  rssAfterMiB: number;
+}
+
+/** Assignment → entry for an OpenRTC worker and a bare AgentServer, jobs interleaved. */
+async function entryBench(): Promise<{ openrtc: EntryResult; bare: EntryResult }> {
+  const apiKey = "bench";
+  const apiSecret = randomBytes(32).toString("hex");
+  const markers = mkdtempSync(join(tmpdir(), "bench-entry-"));
+  const dispatcher: Dispatcher = await startDispatcher({ apiKey, apiSecret, mintJobTokens: false });
+  const fleet = new Fleet({ livekitUrl: dispatcher.url, apiKey, apiSecret, stdio: "ignore", env: { HOLD_CALL_MARKER_DIR: markers } });
+  const openrtc = fleet.spawn({ name: "openrtc", version: "v1.0.0", env: { LIVEKIT_AGENT_NAME: "openrtc" } });
+  // The bare launcher shipped with the dispatcher: a plain AgentServer running the hold-call agent.
+  const bare = spawn(process.execPath, [...workerExecArgv(), workerLauncherPath], {
+    env: { ...process.env, LIVEKIT_URL: dispatcher.url, LIVEKIT_API_KEY: apiKey, LIVEKIT_API_SECRET: apiSecret, AGENT_FILE: holdCallAgentPath, LIVEKIT_AGENT_NAME: "bare", HOLD_CALL_MARKER_DIR: markers },
+    stdio: ["ignore", "ignore", "ignore", "ipc"],
+    detached: true,
+  });
+  const bareExited = new Promise((r) => bare.once("exit", r));
+  const reap = () => {
+    try {
+      process.kill(-bare.pid!, "SIGKILL");
+    } catch {
+      // gone
+    }
+  };
+  process.once("exit", reap);
+  await Promise.all([openrtc.ready, new Promise((r) => bare.on("message", (m: { type?: string }) => m?.type === "registered" && r(undefined)))]);
+  await sleep(3000);
+  const rssIdle = { openrtc: rssMiB(openrtc.pid), bare: rssMiB(bare.pid!) };
+  const entry: { openrtc: number[]; bare: number[] } = { openrtc: [], bare: [] };
+  for (let i = 0; i < ENTRY_REPS * 2; i++) {
+    const kind = i % 2 === 0 ? "openrtc" : "bare";
+    const job = dispatcher.dispatch({ agentName: kind, metadata: JSON.stringify({ duration_ms: 50 }) });
+    const placed = await job.placed;
+    const ended = await job.ended;
+    if (ended.fate !== "completed") throw new Error(`bench: ${kind} job ${ended.id} ended ${ended.fate}`);
+    const started = statSync(join(markers, `${placed.id}.started`)).mtimeMs;
+    // Warm-up: the first job of each kind pays one-time costs (tsx transform cache, module loads).
+    if (i >= 2) entry[kind].push(started - placed.assignedAt! * 1000);
+    if (i % 10 === 9) log(`  entry: ${i + 1}/${ENTRY_REPS * 2}`);
+  }
+  await sleep(1000);
+  const rssAfter = { openrtc: rssMiB(openrtc.pid), bare: rssMiB(bare.pid!) };
+  openrtc.signal("SIGTERM");
+  bare.kill("SIGTERM");
+  await Promise.all([openrtc.exited, bareExited]);
+  process.off("exit", reap);
+  await fleet.close();
+  await dispatcher.close();
+  return {
+    openrtc: { entryMs: entry.openrtc, rssIdleMiB: rssIdle.openrtc, rssAfterMiB: rssAfter.openrtc },
+    bare: { entryMs: entry.bare, rssIdleMiB: rssIdle.bare, rssAfterMiB: rssAfter.bare },
+  };
+}
+
+const fmt = (v: number, unit: string) => (Number.isFinite(v) ? `${v.toFixed(unit === "MiB" ? 1 : 2)} ${unit}` : "n/a");
+
+async function run(): Promise<void> {
+  log(`bench: ${DRAIN_REPS} drains (fresh worker each), ${ENTRY_REPS} jobs per worker kind; nproc-bound, takes a few minutes`);
+  const drains = await drainBench();
+  const entry = await entryBench();
+  const rejects = drains.flatMap((s) => (s.toRejectMs === undefined ? [] : [s.toRejectMs]));
+  const readyz = drains.map((s) => s.toReadyz503Ms);
+  const exits = drains.map((s) => s.hangupToExitMs).filter(Number.isFinite);
+  const entryOpen = entry.openrtc.entryMs;
+  const entryBare = entry.bare.entryMs;
+  type Row = [string, string, string, string, string];
+  const rows: Row[] = [["measure", "n", "value", "goal", "ratio (value/goal)"]];
+  const add = (name: string, n: number, value: number, unit: string, goal: number, goalText: string) =>
+    rows.push([name, String(n), fmt(value, unit), goalText, Number.isFinite(value) ? (value / goal).toFixed(2) : "n/a"]);
+  add("SIGTERM → first rejected job, p99", rejects.length, percentile(rejects, 99), "ms", 10, "≤ 10 ms");
+  add("SIGTERM → first rejected job, p50", rejects.length, percentile(rejects, 50), "ms", 10, "≤ 10 ms");
+  add("SIGTERM → /readyz 503, p99", readyz.length, percentile(readyz, 99), "ms", 10, "≤ 10 ms");
+  add("SIGTERM → /readyz 503, p50", readyz.length, percentile(readyz, 50), "ms", 10, "≤ 10 ms");
+  add("last hang-up → process exit, p99", exits.length, percentile(exits, 99), "ms", 100, "≤ 100 ms");
+  add("last hang-up → process exit, p50", exits.length, percentile(exits, 50), "ms", 100, "≤ 100 ms");
+  const p50Ratio = percentile(entryOpen, 50) / percentile(entryBare, 50);
+  const p99Ratio = percentile(entryOpen, 99) / percentile(entryBare, 99);
+  rows.push(["assignment → entry p50, OpenRTC / bare", String(entryOpen.length), `${fmt(percentile(entryOpen, 50), "ms")} / ${fmt(percentile(entryBare, 50), "ms")}`, "ratio ≤ 1.02", (p50Ratio / 1.02).toFixed(2)]);
+  rows.push(["assignment → entry p99, OpenRTC / bare", String(entryOpen.length), `${fmt(percentile(entryOpen, 99), "ms")} / ${fmt(percentile(entryBare, 99), "ms")}`, "ratio ≤ 1.02", (p99Ratio / 1.02).toFixed(2)]);
+  const rssIdle = entry.openrtc.rssIdleMiB - entry.bare.rssIdleMiB;
+  const rssAfter = entry.openrtc.rssAfterMiB - entry.bare.rssAfterMiB;
+  rows.push(["worker RSS idle, OpenRTC − bare", "1", `${fmt(entry.openrtc.rssIdleMiB, "MiB")} − ${fmt(entry.bare.rssIdleMiB, "MiB")} = ${fmt(rssIdle, "MiB")}`, "≤ +10 MB", (rssIdle / (10e6 / 2 ** 20)).toFixed(2)]);
+  rows.push([`worker RSS after ${ENTRY_REPS} jobs, OpenRTC − bare`, "1", `${fmt(entry.openrtc.rssAfterMiB, "MiB")} − ${fmt(entry.bare.rssAfterMiB, "MiB")} = ${fmt(rssAfter, "MiB")}`, "≤ +10 MB", (rssAfter / (10e6 / 2 ** 20)).toFixed(2)]);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const out = rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd());
+  out.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
+  process.stdout.write(`\n@openrtc/demo bench (real worker processes; ratio ≤ 1.00 meets the goal)\n${out.join("\n")}\n`);
+  const accepted = drains.filter((s) => s.probeAccepted).length;
+  process.stdout.write(
+    `\nentry ratio p50 ${p50Ratio.toFixed(3)}, p99 ${p99Ratio.toFixed(3)}; ${accepted}/${drains.length} probe jobs beat the signal and were accepted (then drained normally); p99 of ${readyz.length} samples is close to their max.\n`,
+  );
+}
+
+await run();
+process.exit(0);
