@@ -536,9 +536,10 @@ export class AuditLog {
     record.hash = hash;
     this.#seq = seq;
     this.#lastHash = hash;
-    Object.freeze(record);
-    // Sinks that write lines reuse this text instead of serialising the record again.
+    // Sinks that write lines reuse this text instead of serialising the record again. Before
+    // freezing: on a still-extensible record the line rides along for free (no GC ephemeron).
     rememberAuditLine(record as AuditRecord, `${text.slice(0, -1)},"hash":"${hash}"}`);
+    Object.freeze(record);
     return record as AuditRecord;
   }
 
