@@ -145,12 +145,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     throw new UsageError(`verify: cannot read ${path}: ${describeIoError(error)}`);
   }
   let tornTail: { file: string; line: number } | undefined;
-  let verifier: AuditVerifier;
-  try {
-    verifier = new AuditVerifier(options);
-  } catch (error) {
-    throw new UsageError(`verify: ${(error as Error).message}`);
-  }
+  const verifier = newVerifier(options);
   try {
     const activeFile = files[files.length - 1];
     for await (const { file, lineNo, line, terminated } of readAuditFiles(path)) {
@@ -199,14 +194,18 @@ async function verifyS3(url: string, options: AuditVerifyOptions, io: CliIo, jso
   return result.ok ? EXIT_OK : EXIT_PROBLEM;
 }
 
-async function verifyStdin(options: AuditVerifyOptions, io: CliIo, json: boolean): Promise<number> {
-  if (!io.stdin) throw new UsageError("verify: no standard input to read (-)");
-  let verifier: AuditVerifier;
+/** Bad keys or checkpoints in the options are the caller's usage error. */
+function newVerifier(options: AuditVerifyOptions): AuditVerifier {
   try {
-    verifier = new AuditVerifier(options);
+    return new AuditVerifier(options);
   } catch (error) {
     throw new UsageError(`verify: ${(error as Error).message}`);
   }
+}
+
+async function verifyStdin(options: AuditVerifyOptions, io: CliIo, json: boolean): Promise<number> {
+  if (!io.stdin) throw new UsageError("verify: no standard input to read (-)");
+  const verifier = newVerifier(options);
   try {
     const lines = createInterface({ input: Readable.from(io.stdin), crlfDelay: Infinity });
     for await (const line of lines) if (!verifier.push(line)) break;
