@@ -66,7 +66,7 @@ describe("s3Sink across a process crash", () => {
     const { lastAck, pid } = await runAndKill({ spoolDir: spool.path, port, total: 200, batch: 20, maxRecords: 50 }, (line) => line === "done");
     expect(lastAck).toBe(200);
     // The dead process still "holds" the directory; the new sink takes it over.
-    expect(await readFile(join(spool.path, "LOCK"), "utf8")).toBe(String(pid));
+    expect(JSON.parse(await readFile(join(spool.path, "spool.lock"), "utf8"))).toMatchObject({ pid });
 
     const s3 = await startS3(port);
     cleanups.push(() => s3.stop());

@@ -25,6 +25,13 @@ export interface LockResult {
 
 export class FileLockError extends Error {
   override readonly name = "FileLockError";
+  constructor(
+    message: string,
+    /** The live owner that holds the lock, when that is why it could not be taken. */
+    readonly owner?: LockOwner,
+  ) {
+    super(message);
+  }
 }
 
 export function lockPath(path: string): string {
@@ -48,6 +55,7 @@ export async function acquireLock(path: string, mode: number): Promise<LockResul
     throw new FileLockError(
       `audit file ${path} is being written by process ${who.pid}${who.pid === process.pid ? " (this process)" : ""} ` +
         `(lock ${file}); two writers would overwrite each other's records: give each process its own file`,
+      who,
     );
   }
   // The owner is gone (crash, kill -9, reboot, container restart): the log is ours to continue.

@@ -145,10 +145,18 @@ describe("Spool", () => {
     const spool = await open();
     await expect(open()).rejects.toThrow(/is in use by process \d+ \(this process\).*its own spoolDir/);
     await spool.close();
-    await writeFile(join(dir, "LOCK"), "2147483646");
+    await writeFile(join(dir, "spool.lock"), JSON.stringify({ pid: 2147483646, host: "gone", boot: null, start: null }));
     const taken = await open();
-    expect(await readFile(join(dir, "LOCK"), "utf8")).toBe(String(process.pid));
+    expect(JSON.parse(await readFile(join(dir, "spool.lock"), "utf8"))).toMatchObject({ pid: process.pid });
     await taken.close();
+  });
+
+  it("takes over a spool whose lock names this very pid from a previous life (a container restarted as pid 1)", async () => {
+    const { currentOwner } = await import("../file/file-lock.ts");
+    await writeFile(join(dir, "spool.lock"), JSON.stringify({ ...currentOwner(), start: "1" }));
+    const spool = await open();
+    expect(JSON.parse(await readFile(join(dir, "spool.lock"), "utf8"))).toEqual(currentOwner());
+    await spool.close();
   });
 
   it("refuses to guess when cursor.json is damaged", async () => {

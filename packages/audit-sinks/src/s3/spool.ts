@@ -1,4 +1,5 @@
-import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { acquireLock as acquireOwnerLock, FileLockError, releaseLock } from "../file/file-lock.ts";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { S3SinkError, S3SpoolFullError } from "./errors.ts";
@@ -13,7 +14,7 @@ import { utcDay } from "./key.ts";
  *   being uploaded (`end`). It is written (atomically) BEFORE each PutObject, so after a crash
  *   the same range is uploaded again under the same key: an object is never re-cut with other
  *   boundaries, and S3 never holds two objects covering the same records.
- * - `LOCK`: the pid of the process using the directory (one sink per directory).
+ * - `spool.lock`: who uses the directory (pid, host, boot id, process start time; one sink per directory).
  * - `quarantine.jsonl`: spool lines that no longer parse (disk damage), kept for a human.
  */
 const SEGMENT_FILE = /^seg-(\d{12})\.jsonl$/;
@@ -115,7 +116,7 @@ export class Spool {
     try {
       return await Spool.recover(options);
     } catch (error) {
-      await rm(join(options.dir, "LOCK"), { force: true });
+      await releaseLock(join(options.dir, SPOOL_LOCK_BASE));
       throw error;
     }
   }
@@ -445,7 +446,7 @@ export class Spool {
     }
     const head = this.segments[0];
     if (head && this.headOffset >= head.size && this.segments.length === 1) await this.dropHead();
-    await rm(join(this.dir, "LOCK"), { force: true });
+    await releaseLock(join(this.dir, SPOOL_LOCK_BASE));
   }
 }
 
@@ -557,30 +558,22 @@ async function writeCursor(dir: string, cursor: Cursor): Promise<void> {
   await syncDir(dir);
 }
 
+/**
+ * One sink per spool directory, with the file sink's lock (`spool.lock`): it tells a live owner
+ * from a dead one even when a restarted container's process got the very same pid.
+ */
+const SPOOL_LOCK_BASE = "spool";
+
 async function acquireLock(dir: string): Promise<void> {
-  const path = join(dir, "LOCK");
   try {
-    await writeFile(path, String(process.pid), { flag: "wx" });
-    return;
+    await acquireOwnerLock(join(dir, SPOOL_LOCK_BASE), 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-  }
-  const owner = Number((await readFile(path, "utf8").catch(() => "")).trim());
-  if (Number.isSafeInteger(owner) && owner > 0 && isAlive(owner)) {
+    if (!(error instanceof FileLockError) || error.owner === undefined) throw error;
+    const owner = error.owner.pid;
     throw new S3SinkError(
       `S3 audit sink spool ${dir} is in use by process ${owner}${owner === process.pid ? " (this process)" : ""}: ` +
         `give each s3Sink its own spoolDir, or close() the other sink first.`,
     );
   }
-  // The owner died without closing (a crash): its spool is ours to deliver.
-  await writeFile(path, String(process.pid));
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
