@@ -8,7 +8,7 @@
 //   worker RSS                        the same two, idle after their jobs
 //
 // Both worker kinds run under the same node flags (tsx loader), so the comparison isolates what
-// OpenRTC adds. Knobs: BENCH_DRAIN_REPS (default 40), BENCH_ENTRY_REPS (default 20 per kind).
+// OpenRTC adds. Knobs: BENCH_DRAIN_REPS (default 36), BENCH_ENTRY_REPS (default 20 per kind).
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
@@ -19,9 +19,9 @@ import { performance } from "node:perf_hooks";
 import { holdCallAgentPath, startDispatcher, workerLauncherPath, type Dispatcher } from "@openrtc/livekit-dispatcher";
 import { Fleet, workerExecArgv, type WorkerProcess } from "../src/fleet.ts";
 
-const DRAIN_REPS = Number(process.env.BENCH_DRAIN_REPS ?? 40);
+const DRAIN_REPS = Number(process.env.BENCH_DRAIN_REPS ?? 36);
 const ENTRY_REPS = Number(process.env.BENCH_ENTRY_REPS ?? 20);
-const BATCH = 5;
+const BATCH = 6;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -32,10 +32,20 @@ function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-function rssMiB(pid: number): number {
+function rssOnce(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
   return kb / 1024;
+}
+
+/** Median of 9 VmRSS readings 100 ms apart (a single reading catches GC and page reclaim). */
+async function rssMiB(pid: number): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    xs.push(rssOnce(pid));
+    await sleep(100);
+  }
+  return percentile(xs, 50);
 }
 
 async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 60_000): Promise<T> {
@@ -213,7 +223,7 @@ async function entryBench(): Promise<{ openrtc: EntryResult; bare: EntryResult }
   process.once("exit", reap);
   await Promise.all([openrtc.ready, new Promise((r) => bare.on("message", (m: { type?: string }) => m?.type === "registered" && r(undefined)))]);
   await sleep(3000);
-  const rssIdle = { openrtc: rssMiB(openrtc.pid), bare: rssMiB(bare.pid!) };
+  const rssIdle = { openrtc: await rssMiB(openrtc.pid), bare: await rssMiB(bare.pid!) };
   const entry: { openrtc: number[]; bare: number[] } = { openrtc: [], bare: [] };
   for (let i = 0; i < ENTRY_REPS * 2; i++) {
     const kind = i % 2 === 0 ? "openrtc" : "bare";
@@ -227,7 +237,7 @@ async function entryBench(): Promise<{ openrtc: EntryResult; bare: EntryResult }
     if (i % 10 === 9) log(`  entry: ${i + 1}/${ENTRY_REPS * 2}`);
   }
   await sleep(1000);
-  const rssAfter = { openrtc: rssMiB(openrtc.pid), bare: rssMiB(bare.pid!) };
+  const rssAfter = { openrtc: await rssMiB(openrtc.pid), bare: await rssMiB(bare.pid!) };
   openrtc.signal("SIGTERM");
   bare.kill("SIGTERM");
   await Promise.all([openrtc.exited, bareExited]);

@@ -33,6 +33,8 @@ export interface CallBackend {
   /** Resolves once every dispatched call ended (embedded) or at once (LiveKit: not observable here). */
   settled(): Promise<void>;
   tally(): CallTally;
+  /** A worker was killed (interrupted run): its running calls count as dropped now. */
+  workerKilled?(workerId: string): void;
   close(): Promise<void>;
 }
 
@@ -93,6 +95,10 @@ export class EmbeddedBackend implements CallBackend {
       inFlight,
       byVersion,
     };
+  }
+
+  workerKilled(workerId: string): void {
+    if (this.dispatcher.worker(workerId)?.gone === false) this.dispatcher.markWorkerGone(workerId);
   }
 
   close(): Promise<void> {

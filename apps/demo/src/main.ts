@@ -202,11 +202,17 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     newVersion: NEW_VERSION,
     log: (line) => table.note(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${line}`),
   });
+  let interrupts = 0;
   const onSigint = () => {
-    table.note("interrupted: no further calls; stopping (workers are killed, calls in flight are dropped)");
+    if (++interrupts > 1) {
+      // Workers run in their own process groups: take them down before leaving.
+      for (const w of fleet.live()) w.killGroup();
+      process.exit(130);
+    }
+    table.note("interrupted: no further calls; stopping (workers are killed, calls in flight are dropped; Ctrl-C again to quit now)");
     coordinator?.stop();
   };
-  if (io.handleSigint) process.once("SIGINT", onSigint);
+  if (io.handleSigint) process.on("SIGINT", onSigint);
 
   table.note(`openrtc demo: ${schedule.length} calls, seed ${flags.seed}, ${backend.kind === "embedded" ? `embedded dispatcher ${backend.url}` : `LiveKit ${backend.url}`}; audit log ${auditPath}`);
   fleet.startPolling();
@@ -222,6 +228,8 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     process.off("SIGINT", onSigint);
     table.stop();
     await fleet.close();
+    // Workers killed here (a failed or interrupted run) took their live calls with them.
+    for (const w of fleet.workers) if (w.info !== undefined && w.exit?.code !== 0) backend.workerKilled?.(w.info.workerId);
   }
   if (error === undefined) await backend.settled();
   const tally = callTally(backend, fleet.workers);
