@@ -30,6 +30,8 @@ export interface CallBackend {
   readonly agentName: string;
   /** Starts one call; resolves once it was handed to LiveKit (not when it ends). */
   dispatch(call: PlannedCall): Promise<void>;
+  /** Resolves once every dispatched call was taken by a worker or reported unplaced (embedded), or at once (LiveKit). */
+  placed(): Promise<void>;
   /** Resolves once every dispatched call ended (embedded) or at once (LiveKit: not observable here). */
   settled(): Promise<void>;
   tally(): CallTally;
@@ -46,6 +48,7 @@ export class EmbeddedBackend implements CallBackend {
   readonly apiSecret: string;
   readonly dispatcher: Dispatcher;
   readonly #ended: Promise<JobRecord>[] = [];
+  readonly #placed: Promise<JobRecord>[] = [];
 
   private constructor(dispatcher: Dispatcher, apiKey: string, apiSecret: string) {
     this.dispatcher = dispatcher;
@@ -70,6 +73,11 @@ export class EmbeddedBackend implements CallBackend {
   async dispatch(call: PlannedCall): Promise<void> {
     const handle = this.dispatcher.dispatch({ id: `call-${String(call.index).padStart(3, "0")}`, metadata: callMetadata(call) });
     this.#ended.push(handle.ended);
+    this.#placed.push(handle.placed);
+  }
+
+  async placed(): Promise<void> {
+    await Promise.all(this.#placed);
   }
 
   async settled(): Promise<void> {
@@ -137,6 +145,8 @@ export class LiveKitBackend implements CallBackend {
     await this.#dispatches.createDispatch(room, this.agentName, { metadata: callMetadata(call) });
     this.#started++;
   }
+
+  async placed(): Promise<void> {}
 
   async settled(): Promise<void> {}
 

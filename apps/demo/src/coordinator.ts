@@ -111,9 +111,12 @@ export class Coordinator {
     await this.#complete(rollback, blueAgain, green);
 
     this.#enter("done");
-    // Every call ends on the worker that took it; then the fleet shuts down cleanly.
-    await this.#o.backend.settled();
+    // The fleet shuts down the same way: calls still in flight finish on their worker, then it
+    // exits. (Waiting on the dispatcher first could wait forever: a job whose process never
+    // started is never reported ended to LiveKit; it ends, as dropped, when its worker leaves.)
+    await this.#o.backend.placed();
     await this.#drain(blueAgain, "demo finished");
+    await this.#o.backend.settled();
   }
 
   /** Stops dispatching further calls (e.g. on Ctrl-C). */
@@ -205,7 +208,6 @@ export class Coordinator {
       workers: current.map((w) => w.info?.workerId ?? w.name),
       retired_workers: old.map((w) => w.info?.workerId ?? w.name),
     });
-    void live;
   }
 
   /** Dispatches one traffic wave, pacing calls by their scheduled gaps. */
