@@ -73,9 +73,10 @@ const { server, binding } = await createAgentServer(pool, {
   // shutdownProcessTimeout, which would hold a drained worker's exit for seconds.
   shutdownProcessTimeout: 10_000,
   // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
-  // takes longer than the SDK's 10 s default, and a job whose process timed out is never run
-  // nor reported failed to LiveKit (it would count as dropped when the worker leaves).
-  initializeProcessTimeout: Number(process.env.OPENRTC_JOB_INIT_TIMEOUT_MS ?? 30_000),
+  // takes longer than the SDK's 10 s default (30 s and more while other test suites load the
+  // machine), and a job whose process timed out is never run nor reported failed to LiveKit (it
+  // counts as dropped when the worker leaves). Kept below the session channel's 60 s launch timeout.
+  initializeProcessTimeout: Number(process.env.OPENRTC_JOB_INIT_TIMEOUT_MS ?? 50_000),
 });
 
 attachProcessLifecycle(pool, {
