@@ -236,7 +236,8 @@ async function entryBench(): Promise<{ openrtc: EntryResult; bare: EntryResult }
     if (i >= 2) entry[kind].push(started - placed.assignedAt! * 1000);
     if (i % 10 === 9) log(`  entry: ${i + 1}/${ENTRY_REPS * 2}`);
   }
-  await sleep(1000);
+  // Let the last job's garbage go (RSS right after a job swings by tens of MiB either way).
+  await sleep(3000);
   const rssAfter = { openrtc: await rssMiB(openrtc.pid), bare: await rssMiB(bare.pid!) };
   openrtc.signal("SIGTERM");
   bare.kill("SIGTERM");
