@@ -35,10 +35,10 @@ describe("a job process killed mid-call", () => {
 
     killWorker.signal("SIGTERM");
     expect(await killWorker.exited).toEqual({ code: 0, signal: null });
-    // @livekit/agents 1.9 does not report a crashed job process to LiveKit, so the dispatcher
-    // holds the job as running until its worker leaves; from outside, the call was lost.
+    // @livekit/agents 1.9 does not report a crashed job process to LiveKit; the OpenRTC binding
+    // does (UpdateJobStatus JS_FAILED), so LiveKit sees the call failed, not held forever.
     const job = await handle.ended;
-    expect(job.fate).not.toBe("completed");
+    expect(job).toMatchObject({ fate: "failed", endReason: "job_status", error: "job process exited while the call was live" });
     expect(job.workerId).toBe(killWorker.info!.workerId);
     const events = killRig.recordsOf(killWorker).map((r) => r.event);
     expect(events).toEqual(expect.arrayContaining(["deployment.drain_started", "deployment.drain_completed", "worker.exited"]));

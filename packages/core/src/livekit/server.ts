@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import { AgentServer, JobRequest, ServerOptions } from "@livekit/agents";
 import type { AgentPool, Session } from "../pool.ts";
+import type { SessionInfo, SessionOutcome } from "../sessions.ts";
 import { JobRejectedError } from "../drain.ts";
 import { DEPLOYMENT_VERSION_ENV } from "./agent.ts";
 import { SESSION_SOCKET_ENV, SessionChannel, type SessionChannelOptions } from "./session-channel.ts";
@@ -9,8 +10,10 @@ type ServerOptionsInit = ConstructorParameters<typeof ServerOptions>[0];
 type RequestFunc = NonNullable<ServerOptionsInit["requestFunc"]>;
 type LoadFunc = NonNullable<ServerOptionsInit["loadFunc"]>;
 
-/** LiveKit's "full" load: at or above any load threshold. */
+/** The load reported with an explicit "full" status. */
 const FULL_LOAD = 1;
+/** `@livekit/agents` 1.9 waits this long for an assignment after accepting (worker.ts). */
+const ASSIGNMENT_TIMEOUT_MS = 7500;
 
 export interface AttachOptions extends SessionChannelOptions {}
 
@@ -39,7 +42,12 @@ export interface OpenRTCBinding {
  * Must run before the server forks its job processes (i.e. before `server.run()`).
  */
 export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, options: AttachOptions = {}): Promise<OpenRTCBinding> {
-  const channel = await SessionChannel.listen(pool, options);
+  // Loaded now, not on the first drain: a synchronous require on the SIGTERM path costs ~50 ms.
+  const proto = loadProtocol();
+  // An accepted job whose process the SDK is still starting is a live call: give the SDK its
+  // whole assignment wait and process-initialisation budget before calling it never started.
+  const initTimeoutMs = init.initializeProcessTimeout ?? 10_000;
+  const channel = await SessionChannel.listen(pool, { launchTimeoutMs: initTimeoutMs + ASSIGNMENT_TIMEOUT_MS + 5000, ...options });
   // Job processes are forked with the parent's environment: this is how they find the channel
   // and learn the version. LiveKit reads LIVEKIT_AGENT_DEPLOYMENT when the server is built.
   process.env[SESSION_SOCKET_ENV] = channel.path;
@@ -49,6 +57,9 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   }
 
   const servers = new Set<AgentServer>();
+  // Jobs this worker told LiveKit it takes: their end is reported back (UpdateJobStatus), as
+  // the Python SDK does, so LiveKit never holds a finished or failed job as running.
+  const accepted = new Set<string>();
   const userRequest = init.requestFunc;
   const userLoad = init.loadFunc;
 
@@ -65,6 +76,7 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
       return;
     }
     if (userRequest === undefined) {
+      accepted.add(job.id);
       await req.accept();
       channel.expectLaunch(session);
       return;
@@ -79,6 +91,7 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
       },
       async (args: { name: string; identity: string; metadata: string; attributes?: Record<string, string> }) => {
         answered = true;
+        accepted.add(job.id);
         await req.accept(args.name, args.identity, args.metadata, args.attributes);
         channel.expectLaunch(session);
       },
@@ -98,7 +111,9 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
 
   const loadFunc: LoadFunc = async (server) => {
     attach(server);
-    if (!pool.accepting) return FULL_LOAD;
+    // At or above the threshold, whatever it is (Infinity outside production), or the SDK's
+    // periodic load report would mark a draining worker available again.
+    if (!pool.accepting) return Math.max(FULL_LOAD, serverOptions.loadThreshold);
     return userLoad !== undefined ? userLoad(server) : defaultLoad(server);
   };
 
@@ -109,15 +124,24 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
 
   const onState = () => {
     if (pool.accepting) return;
-    for (const server of servers) sendFull(server);
+    for (const server of servers) sendFull(proto, server);
+  };
+  const onSessionEnded = (info: SessionInfo, outcome: SessionOutcome) => {
+    if (!accepted.delete(info.jobId)) return;
+    for (const server of servers) sendJobStatus(proto, server, info.jobId, outcome);
   };
   pool.on("state", onState);
   pool.on("membership", onState);
+  pool.on("sessionEnded", onSessionEnded);
 
   function attach(server: AgentServer): void {
     if (servers.has(server)) return;
     servers.add(server);
-    server.event.on("worker_registered", (workerId: string) => pool.markReady({ workerId }));
+    server.event.on("worker_registered", (workerId: string) => {
+      pool.markReady({ workerId });
+      // A "full" sent before the socket was up is lost: say it again on every registration.
+      if (!pool.accepting) sendFull(proto, server);
+    });
     const originalDrain = server.drain.bind(server);
     // cli.runApp drains with server.drain() on SIGTERM: route it through the pool so the drain
     // is audited, rejections are recorded, and nothing is cut at LiveKit's drain timeout.
@@ -126,7 +150,7 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
       await pool.drained;
       await originalDrain(timeout);
     };
-    if (!pool.accepting) sendFull(server);
+    if (!pool.accepting) sendFull(proto, server);
   }
 
   return {
@@ -137,6 +161,7 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
     async close() {
       pool.off("state", onState);
       pool.off("membership", onState);
+      pool.off("sessionEnded", onSessionEnded);
       await channel.close();
     },
   };
@@ -153,12 +178,24 @@ export async function createAgentServer(pool: AgentPool, init: ServerOptionsInit
   return { server, binding };
 }
 
-let protocol: { WorkerMessage: new (init: unknown) => unknown; WorkerStatus: Record<string, number> } | undefined;
+interface Protocol {
+  WorkerMessage: new (init: unknown) => unknown;
+  WorkerStatus: Record<string, number>;
+  JobStatus: Record<string, number>;
+}
+
+/** The protocol classes of the @livekit/agents copy in use, whatever this package resolves. */
+function loadProtocol(): Protocol {
+  return createRequire(import.meta.resolve("@livekit/agents"))("@livekit/protocol") as Protocol;
+}
 
 /** Tells LiveKit at once that this worker takes no new jobs (as `AgentServer.drain` does). */
-function sendFull(server: AgentServer): void {
-  // Use the protocol classes of the @livekit/agents copy in use, whatever this package resolves.
-  protocol ??= createRequire(import.meta.resolve("@livekit/agents"))("@livekit/protocol") as typeof protocol;
-  const { WorkerMessage, WorkerStatus } = protocol!;
-  server.event.emit("worker_msg", new WorkerMessage({ message: { case: "updateWorker", value: { status: WorkerStatus.WS_FULL, load: FULL_LOAD } } }));
+function sendFull(proto: Protocol, server: AgentServer): void {
+  server.event.emit("worker_msg", new proto.WorkerMessage({ message: { case: "updateWorker", value: { status: proto.WorkerStatus.WS_FULL, load: FULL_LOAD } } }));
+}
+
+function sendJobStatus(proto: Protocol, server: AgentServer, jobId: string, outcome: SessionOutcome): void {
+  const status = outcome.status === "success" ? proto.JobStatus.JS_SUCCESS : proto.JobStatus.JS_FAILED;
+  const error = outcome.status === "success" ? "" : (outcome.error ?? outcome.status);
+  server.event.emit("worker_msg", new proto.WorkerMessage({ message: { case: "updateJob", value: { jobId, status, error } } }));
 }
