@@ -74,8 +74,8 @@ const { server, binding } = await createAgentServer(pool, {
   shutdownProcessTimeout: 10_000,
   // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
   // takes longer than the SDK's 10 s default (30 s and more while other test suites load the
-  // machine), and a job whose process timed out is never run nor reported failed to LiveKit (it
-  // counts as dropped when the worker leaves). Kept below the session channel's 60 s launch timeout.
+  // machine), and a job whose process timed out never runs (the binding then reports it failed
+  // to LiveKit once this budget and the assignment wait have passed).
   initializeProcessTimeout: Number(process.env.OPENRTC_JOB_INIT_TIMEOUT_MS ?? 50_000),
 });
 
