@@ -7,28 +7,13 @@ import {
   DASHBOARD_FILE,
   RULES_FILE,
   RULES_TEST_FILE,
+  CONTRACT_METRICS,
   ToolMissingError,
   grafanaToPromQL,
   requireTool,
   runTool,
 } from "../test/prometheus.ts";
 
-// DESIGN.md "Metrics": the names the core exports. The rules and the dashboard may use
-// nothing else (apart from their own recording rules).
-const CONTRACT_METRICS = [
-  "openrtc_worker_info",
-  "openrtc_draining",
-  "openrtc_accepting",
-  "openrtc_active_sessions",
-  "openrtc_sessions_started_total",
-  "openrtc_sessions_ended_total",
-  "openrtc_session_duration_seconds",
-  "openrtc_jobs_rejected_total",
-  "openrtc_drain_stuck",
-  "openrtc_dropped_sessions_total",
-  "openrtc_audit_events_total",
-  "openrtc_audit_sink_errors_total",
-];
 
 const EXPECTED_ALERTS = [
   "OpenRTCDrainStuck",

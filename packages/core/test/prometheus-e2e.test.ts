@@ -6,23 +6,8 @@ import { createControlServer, type ControlServer } from "../src/control-server.t
 import { JobRejectedError } from "../src/drain.ts";
 import { silentLogger } from "../src/logger.ts";
 import { AgentPool, type Session } from "../src/pool.ts";
-import { RULES_FILE, grafanaToPromQL, readDashboardQueries, requireTool, runTool, startPrometheus, type PromAlert, type PromSample, type PrometheusServer } from "./prometheus.ts";
+import { CONTRACT_METRICS, RULES_FILE, grafanaToPromQL, readDashboardQueries, requireTool, runTool, startPrometheus, type PromAlert, type PromSample, type PrometheusServer } from "./prometheus.ts";
 
-// DESIGN.md "Metrics".
-const CONTRACT_METRICS = [
-  "openrtc_worker_info",
-  "openrtc_draining",
-  "openrtc_accepting",
-  "openrtc_active_sessions",
-  "openrtc_sessions_started_total",
-  "openrtc_sessions_ended_total",
-  "openrtc_session_duration_seconds",
-  "openrtc_jobs_rejected_total",
-  "openrtc_drain_stuck",
-  "openrtc_dropped_sessions_total",
-  "openrtc_audit_events_total",
-  "openrtc_audit_sink_errors_total",
-];
 
 interface Worker {
   pool: AgentPool;

@@ -9,6 +9,23 @@ import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
+// DESIGN.md "Metrics": the contract names, written out here (not read from the code) so a
+// renamed metric fails the tests instead of silently changing the contract.
+export const CONTRACT_METRICS = [
+  "openrtc_worker_info",
+  "openrtc_draining",
+  "openrtc_accepting",
+  "openrtc_active_sessions",
+  "openrtc_sessions_started_total",
+  "openrtc_sessions_ended_total",
+  "openrtc_session_duration_seconds",
+  "openrtc_jobs_rejected_total",
+  "openrtc_drain_stuck",
+  "openrtc_dropped_sessions_total",
+  "openrtc_audit_events_total",
+  "openrtc_audit_sink_errors_total",
+] as const;
+
 export const OBSERVABILITY_DIR = resolve(fileURLToPath(new URL("../observability", import.meta.url)));
 export const RULES_FILE = join(OBSERVABILITY_DIR, "prometheus", "openrtc.rules.yml");
 export const RULES_TEST_FILE = join(OBSERVABILITY_DIR, "prometheus", "openrtc.rules.test.yml");
