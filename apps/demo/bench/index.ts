@@ -288,7 +288,7 @@ async function run(): Promise<void> {
   const splits = drains.flatMap((s) => (s.split === undefined ? [] : [s.split]));
   const part = (i: number) => percentile(splits.map((x) => x[i]!), 50).toFixed(0);
   process.stdout.write(
-    `\nhang-up → exit, p50 of each step (wall clock, ${splits.length} drains): hang-up → pool drained ${part(0)} ms, → worker.exited written (AgentServer.close etc.) ${part(1)} ms, → process exit seen ${part(2)} ms\n`,
+    `\nhang-up → exit, p50 of each step (wall clock, ${splits.length} drains): hang-up → pool drained ${part(0)} ms, → worker.exited written (pool closed, audit flushed) ${part(1)} ms, → process exit seen (AgentServer.close, teardown) ${part(2)} ms\n`,
   );
   process.stdout.write(
     `entry ratio p50 ${p50Ratio.toFixed(3)}, p99 ${p99Ratio.toFixed(3)}. "Refuses jobs" = the dispatcher receives the worker's WS_FULL or an "unavailable" answer; a probe job offered in the signal's tick was accepted ${accepted}/${drains.length} times (the offer beat the signal; that call then drained normally). p99 of ${readyz.length} samples is close to their max.\n`,

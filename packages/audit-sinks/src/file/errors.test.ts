@@ -5,21 +5,17 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { AuditLog, listAuditFiles, readAuditFiles, verifyAuditLog } from "@openrtc/core";
 import type { AuditRecord } from "@openrtc/core";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FileSinkError, fileSink, openFileSink } from "./file-sink.ts";
-import { bundleForNode, chain, chainProblems, errno, faultyIo, readRecords, tempDir } from "./test-helpers.ts";
+import { bundleForNode, chain, chainProblems, errno, faultyIo, readRecords, useTempDir } from "./test-helpers.ts";
 
 const execFileAsync = promisify(execFile);
 
 let dir: string;
-let cleanup: () => Promise<void>;
 let path: string;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
+useTempDir((made) => {
+  dir = made;
   path = join(dir, "audit.jsonl");
-});
-afterEach(async () => {
-  await cleanup();
 });
 
 const lines = (records: readonly object[]): string => records.map((r) => `${JSON.stringify(r)}\n`).join("");

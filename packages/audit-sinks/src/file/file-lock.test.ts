@@ -1,22 +1,18 @@
 import { spawn } from "node:child_process";
 import { appendFile, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { currentOwner, lockPath, startTime } from "./file-lock.ts";
 import type { LockOwner } from "./file-lock.ts";
 import { fileSink } from "./file-sink.ts";
 import type { FileSinkWarning } from "./file-sink.ts";
-import { chain, readRecords, tempDir } from "./test-helpers.ts";
+import { chain, readRecords, useTempDir } from "./test-helpers.ts";
 
 let dir: string;
-let cleanup: () => Promise<void>;
 let path: string;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
+useTempDir((made) => {
+  dir = made;
   path = join(dir, "audit.jsonl");
-});
-afterEach(async () => {
-  await cleanup();
 });
 
 const writeLock = (owner: LockOwner | string): Promise<void> =>

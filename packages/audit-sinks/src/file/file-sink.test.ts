@@ -1,17 +1,13 @@
 import { chmod, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { fileSink, openFileSink } from "./file-sink.ts";
 import type { FileSinkWarning } from "./file-sink.ts";
-import { chain, chainProblems, faultyIo, readRecords, tempDir } from "./test-helpers.ts";
+import { chain, chainProblems, faultyIo, readRecords, useTempDir } from "./test-helpers.ts";
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
+useTempDir((made) => {
+  dir = made;
 });
 
 describe("fileSink", () => {

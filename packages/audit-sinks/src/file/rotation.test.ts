@@ -2,17 +2,13 @@ import { readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { listAuditFiles, readAuditFiles, rotatedAuditFilePath } from "@openrtc/core";
 import type { AuditRecord } from "@openrtc/core";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { fileSink } from "./file-sink.ts";
-import { chain, chainProblems, readRecords, tempDir } from "./test-helpers.ts";
+import { chain, chainProblems, readRecords, useTempDir } from "./test-helpers.ts";
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
+useTempDir((made) => {
+  dir = made;
 });
 
 async function allRecords(base: string): Promise<AuditRecord[]> {

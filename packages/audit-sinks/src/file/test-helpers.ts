@@ -5,11 +5,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AuditRecord } from "@openrtc/core";
 import { nodeFileIo } from "./file-io.ts";
+import { afterEach, beforeEach } from "vitest";
 import type { AuditFileHandle, AuditFileIo } from "./file-io.ts";
 
 export async function tempDir(prefix = "file-sink-"): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** A fresh temporary directory for each test, removed after it; `onReady` receives its path. */
+export function useTempDir(onReady: (dir: string) => void): void {
+  let cleanup: (() => Promise<void>) | undefined;
+  beforeEach(async () => {
+    const made = await tempDir();
+    cleanup = made.cleanup;
+    onReady(made.dir);
+  });
+  afterEach(async () => {
+    await cleanup?.();
+  });
 }
 
 /** Chained records as the AuditLog writes them (hash = SHA-256 of the JSON without `hash`). */

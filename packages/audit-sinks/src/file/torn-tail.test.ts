@@ -1,19 +1,15 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { fileSink } from "./file-sink.ts";
 import type { FileSinkWarning } from "./file-sink.ts";
-import { chain, chainProblems, readRecords, tempDir } from "./test-helpers.ts";
+import { chain, chainProblems, readRecords, useTempDir } from "./test-helpers.ts";
 
 let dir: string;
-let cleanup: () => Promise<void>;
 let path: string;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
+useTempDir((made) => {
+  dir = made;
   path = join(dir, "audit.jsonl");
-});
-afterEach(async () => {
-  await cleanup();
 });
 
 const lines = (records: readonly object[]): string => records.map((r) => `${JSON.stringify(r)}\n`).join("");
