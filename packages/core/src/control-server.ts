@@ -106,13 +106,13 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
     const path = pathOf(req.url);
     const route = path === undefined ? undefined : routes[path];
     if (route === undefined) {
-      drainRequest(req);
+      discardBody(req);
       return sendJson(res, 404, { error: `no such endpoint: ${String(path ?? req.url).slice(0, 100)}` });
     }
     const method = req.method === "HEAD" ? "GET" : (req.method ?? "");
     const handler = route.methods[method];
     if (handler === undefined) {
-      drainRequest(req);
+      discardBody(req);
       res.setHeader("Allow", [...Object.keys(route.methods), ...("GET" in route.methods ? ["HEAD"] : [])].join(", "));
       return sendJson(res, 405, { error: `method ${req.method ?? ""} not allowed on ${path}` });
     }
@@ -187,7 +187,7 @@ function authorizeDrain(req: IncomingMessage, tokenDigest: Buffer | undefined): 
 function readBody(req: IncomingMessage, max: number): Promise<Buffer | "too_large"> {
   const declared = Number(req.headers["content-length"] ?? 0);
   if (declared > max) {
-    drainRequest(req);
+    discardBody(req);
     return Promise.resolve("too_large");
   }
   return new Promise((resolve, reject) => {
@@ -212,7 +212,7 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer | "too_larg
 }
 
 /** Discards an unread body so the connection stays usable. */
-function drainRequest(req: IncomingMessage): void {
+function discardBody(req: IncomingMessage): void {
   req.resume();
 }
 
