@@ -138,3 +138,69 @@ describe("attachProcessLifecycle without signals", () => {
     expect(exits).toEqual([0]);
   });
 });
+
+describe("one shutdown path per pool", () => {
+  test("a second attachment joins the first: one pair of signal handlers, hooks last-attached first, detach removes them", async () => {
+    const before = { term: process.listenerCount("SIGTERM"), int: process.listenerCount("SIGINT") };
+    const pool = new AgentPool({ logger: silentLogger });
+    const order: string[] = [];
+    const exits: number[] = [];
+    const first = attachProcessLifecycle(pool, { beforeExit: () => void order.push("adapter"), exit: (c) => exits.push(c) });
+    const second = attachProcessLifecycle(pool, { beforeExit: () => void order.push("server") });
+    expect(process.listenerCount("SIGTERM")).toBe(before.term + 1);
+    expect(process.listenerCount("SIGINT")).toBe(before.int + 1);
+    expect(second.exiting).toBe(first.exiting);
+    second.detach();
+    second.detach();
+    expect(process.listenerCount("SIGTERM")).toBe(before.term + 1);
+    const third = attachProcessLifecycle(pool, { beforeExit: () => void order.push("server-2") });
+    pool.beginDrain();
+    expect(await first.exiting).toBe(0);
+    expect(order).toEqual(["server-2", "adapter"]);
+    expect(exits).toEqual([0]);
+    expect(process.listenerCount("SIGTERM")).toBe(before.term);
+    expect(process.listenerCount("SIGINT")).toBe(before.int);
+    third.detach();
+  });
+
+  test("setExitCode raises the code of a clean drain and never lowers it", async () => {
+    const pool = new AgentPool({ logger: silentLogger });
+    const exits: number[] = [];
+    const lifecycle = attachProcessLifecycle(pool, { signals: false, exit: (c) => exits.push(c) });
+    lifecycle.setExitCode(1);
+    lifecycle.setExitCode(0);
+    pool.beginDrain();
+    expect(await lifecycle.exiting).toBe(1);
+    expect(exits).toEqual([1]);
+  });
+
+  test("a forced exit while the graceful shutdown runs its hooks exits once and never runs a hook twice", async () => {
+    const pool = new AgentPool({ logger: silentLogger });
+    const exits: number[] = [];
+    let calls = 0;
+    let release!: () => void;
+    const lifecycle = attachProcessLifecycle(pool, {
+      signals: false,
+      exit: (c) => exits.push(c),
+      beforeExit: () => {
+        calls++;
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+    });
+    // The graceful path: drained, then the hook starts and hangs.
+    pool.beginDrain();
+    await expect.poll(() => calls).toBe(1);
+    // The operator's second SIGINT (the forced path) arrives while the hook runs.
+    const sigintListeners = process.listeners("SIGINT");
+    const attached = attachProcessLifecycle(pool, { sigint: true });
+    const onSigint = process.listeners("SIGINT").find((l) => !sigintListeners.includes(l))!;
+    onSigint("SIGINT");
+    onSigint("SIGINT");
+    expect(await lifecycle.exiting).toBe(130);
+    release();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(calls).toBe(1);
+    expect(exits).toEqual([130]);
+    attached.detach();
+  });
+});
