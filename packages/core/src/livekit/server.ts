@@ -1,28 +1,25 @@
-import { createRequire } from "node:module";
 import { AgentServer, JobRequest, ServerOptions } from "@livekit/agents";
 import type { AgentPool, Session } from "../pool.ts";
 import type { SessionInfo, SessionOutcome } from "../sessions.ts";
 import { JobRejectedError } from "../drain.ts";
 import { DEPLOYMENT_VERSION_ENV } from "./agent.ts";
+import { DEPLOYMENT_VERSION_ATTRIBUTE, resolveLivekitDeployment, type DeploymentRoutingOptions } from "./deployment.ts";
+import { ASSIGNMENT_TIMEOUT_MS, FULL_LOAD, loadProtocol, sdkDefaultLoad, sdkSurfaceProblems, sendFull, sendJobStatus, type LoadFunc } from "./sdk.ts";
 import { SESSION_SOCKET_ENV, SessionChannel, type SessionChannelOptions } from "./session-channel.ts";
 
-type ServerOptionsInit = ConstructorParameters<typeof ServerOptions>[0];
+export type ServerOptionsInit = ConstructorParameters<typeof ServerOptions>[0];
 type RequestFunc = NonNullable<ServerOptionsInit["requestFunc"]>;
-type LoadFunc = NonNullable<ServerOptionsInit["loadFunc"]>;
 
-/** The load reported with an explicit "full" status. */
-const FULL_LOAD = 1;
-/** `@livekit/agents` 1.9 waits this long for an assignment after accepting (worker.ts). */
-const ASSIGNMENT_TIMEOUT_MS = 7500;
-
-export interface AttachOptions extends SessionChannelOptions {}
+export interface AttachOptions extends SessionChannelOptions, DeploymentRoutingOptions {}
 
 export interface OpenRTCBinding {
   readonly pool: AgentPool;
   readonly channel: SessionChannel;
   /** ServerOptions whose requestFunc/loadFunc go through the pool. */
   readonly options: ServerOptions;
-  /** Binds a constructed AgentServer (done for you by `createAgentServer`). */
+  /** The deployment (LiveKit routing key) this worker registers with. */
+  readonly livekitDeployment: string;
+  /** Binds a constructed AgentServer (done for you by `createAgentServer` and `runApp`). */
   attach(server: AgentServer): void;
   close(): Promise<void>;
 }
@@ -32,36 +29,43 @@ export interface OpenRTCBinding {
  *
  * - every job request is decided by the pool (draining, membership, metadata); a refused job is
  *   answered unavailable and recorded as `worker.rejected`; the user's own `requestFunc` still
- *   runs for jobs the pool admits;
+ *   runs for jobs the pool admits, and an accept it gives after a drain began is refused;
+ * - an accepted job's agent participant carries `openrtc.deployment_version`, so the room and
+ *   its webhooks see which version answered;
  * - `pool.beginDrain()` (SIGTERM, `POST /drain`, a coordinator) tells LiveKit the worker is full
- *   at once, and `server.drain()` (what `cli.runApp` calls on SIGTERM) goes through the same
+ *   at once and keeps every later load report full, and `server.drain()` goes through the same
  *   pool drain: one shutdown path, whoever starts it;
- * - the worker's `deployment_version` is registered with LiveKit (`deployment`) and passed to
- *   every job process.
+ * - the worker's `deployment_version` is passed to every job process. LiveKit's `deployment`
+ *   routing key is left as configured (`livekitDeployment`, else `LIVEKIT_AGENT_DEPLOYMENT`,
+ *   else ""), validated by LiveKit's rules.
  *
  * Must run before the server forks its job processes (i.e. before `server.run()`).
  */
 export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, options: AttachOptions = {}): Promise<OpenRTCBinding> {
-  // Loaded now, not on the first drain: a synchronous require on the SIGTERM path costs ~50 ms.
+  const { livekitDeployment: _deployment, routeByVersion: _route, ...channelOptions } = options;
+  // Checked before anything starts: a bad name would otherwise surface as a registration
+  // LiveKit refuses, and a changed SDK as calls dropped mid-drain.
+  const { deployment } = resolveLivekitDeployment(pool.deploymentVersion, options);
   const proto = loadProtocol();
+  const problems = sdkSurfaceProblems(proto);
+  if (problems.length > 0) throw new Error(`@openrtc/core/livekit cannot drive this @livekit/agents: ${problems.join("; ")}`);
   // An accepted job whose process the SDK is still starting is a live call: give the SDK its
   // whole assignment wait and process-initialisation budget before calling it never started.
   const initTimeoutMs = init.initializeProcessTimeout ?? 10_000;
-  const channel = await SessionChannel.listen(pool, { launchTimeoutMs: initTimeoutMs + ASSIGNMENT_TIMEOUT_MS + 5000, ...options });
+  const channel = await SessionChannel.listen(pool, { launchTimeoutMs: initTimeoutMs + ASSIGNMENT_TIMEOUT_MS + 5000, ...channelOptions });
   // Job processes are forked with the parent's environment: this is how they find the channel
-  // and learn the version. LiveKit reads LIVEKIT_AGENT_DEPLOYMENT when the server is built.
+  // and learn the version. AgentServer reads LIVEKIT_AGENT_DEPLOYMENT when it is constructed,
+  // so an explicit livekitDeployment goes there; the version never does (unless routeByVersion).
   process.env[SESSION_SOCKET_ENV] = channel.path;
-  if (pool.deploymentVersion !== null) {
-    process.env[DEPLOYMENT_VERSION_ENV] = pool.deploymentVersion;
-    process.env.LIVEKIT_AGENT_DEPLOYMENT = pool.deploymentVersion;
-  }
+  if (pool.deploymentVersion !== null) process.env[DEPLOYMENT_VERSION_ENV] = pool.deploymentVersion;
+  if ((process.env.LIVEKIT_AGENT_DEPLOYMENT ?? "") !== deployment) process.env.LIVEKIT_AGENT_DEPLOYMENT = deployment;
+  const versionAttributes: Record<string, string> = pool.deploymentVersion === null ? {} : { [DEPLOYMENT_VERSION_ATTRIBUTE]: pool.deploymentVersion };
 
   const servers = new Set<AgentServer>();
   // Jobs this worker told LiveKit it takes: their end is reported back (UpdateJobStatus), as
   // the Python SDK does, so LiveKit never holds a finished or failed job as running.
   const accepted = new Set<string>();
   const userRequest = init.requestFunc;
-  const userLoad = init.loadFunc;
 
   const requestFunc: RequestFunc = async (req) => {
     const job = req.job;
@@ -77,7 +81,7 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
     }
     if (userRequest === undefined) {
       accepted.add(job.id);
-      await req.accept();
+      await req.accept("", "", "", versionAttributes);
       channel.expectLaunch(session);
       return;
     }
@@ -91,8 +95,15 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
       },
       async (args: { name: string; identity: string; metadata: string; attributes?: Record<string, string> }) => {
         answered = true;
+        // The application may take its time deciding; a drain that began meanwhile wins, so no
+        // job is accepted after the worker said it is full (LiveKit tries another worker).
+        if (!pool.accepting) {
+          session.end({ status: "cancelled", error: "the worker stopped accepting jobs before the application's requestFunc accepted" });
+          await req.reject();
+          return;
+        }
         accepted.add(job.id);
-        await req.accept(args.name, args.identity, args.metadata, args.attributes);
+        await req.accept(args.name, args.identity, args.metadata, { ...args.attributes, ...versionAttributes });
         channel.expectLaunch(session);
       },
     );
@@ -109,18 +120,27 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
     }
   };
 
-  const loadFunc: LoadFunc = async (server) => {
-    attach(server);
-    // At or above the threshold, whatever it is (Infinity outside production), or the SDK's
-    // periodic load report would mark a draining worker available again.
-    if (!pool.accepting) return Math.max(FULL_LOAD, serverOptions.loadThreshold);
-    return userLoad !== undefined ? userLoad(server) : defaultLoad(server);
+  // The SDK reports `loadFunc(server)` every 2.5 s and marks the worker available again when it
+  // is below the threshold: while the pool does not accept, report full, whatever the threshold
+  // (Infinity outside production, the SDK's default with a Cloud worker token).
+  const gated = new WeakSet<LoadFunc>();
+  const gate = (inner: LoadFunc): LoadFunc => {
+    const load: LoadFunc = async (server) => {
+      attach(server);
+      if (!pool.accepting) return Math.max(FULL_LOAD, serverOptions.loadThreshold);
+      return inner(server);
+    };
+    gated.add(load);
+    return load;
   };
-
-  // LiveKit's own default (CPU load), taken from a throwaway ServerOptions.
-  const defaultLoad = new ServerOptions({ agent: init.agent }).loadFunc;
-
-  const serverOptions = new ServerOptions({ ...init, requestFunc, loadFunc });
+  const defaultLoad = sdkDefaultLoad();
+  // With a LiveKit Cloud worker token agents-js replaces any custom loadFunc with its default
+  // (and warns). Hand it the default so it has nothing to replace; `attach` gates it afterwards.
+  const cloud = Boolean(init.workerToken);
+  if (cloud && init.loadFunc !== undefined && init.loadFunc !== defaultLoad) {
+    pool.logger.warn({}, "a custom loadFunc is not used with a LiveKit Cloud worker token (as in @livekit/agents); the SDK's CPU load is reported");
+  }
+  const serverOptions = new ServerOptions({ ...init, requestFunc, loadFunc: cloud ? defaultLoad : gate(init.loadFunc ?? defaultLoad) });
 
   const onState = () => {
     if (pool.accepting) return;
@@ -128,7 +148,8 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   };
   const onSessionEnded = (info: SessionInfo, outcome: SessionOutcome) => {
     if (!accepted.delete(info.jobId)) return;
-    for (const server of servers) sendJobStatus(proto, server, info.jobId, outcome);
+    const success = outcome.status === "success";
+    for (const server of servers) sendJobStatus(proto, server, info.jobId, success, success ? "" : (outcome.error ?? outcome.status));
   };
   pool.on("state", onState);
   pool.on("membership", onState);
@@ -137,14 +158,19 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   function attach(server: AgentServer): void {
     if (servers.has(server)) return;
     servers.add(server);
+    // The server keeps this very options object (worker.js `#opts`), so a loadFunc it swapped in
+    // at construction (Cloud) is gated here, before its first load report.
+    if (!gated.has(serverOptions.loadFunc)) serverOptions.loadFunc = gate(serverOptions.loadFunc);
     server.event.on("worker_registered", (workerId: string) => {
       pool.markReady({ workerId });
       // A "full" sent before the socket was up is lost: say it again on every registration.
       if (!pool.accepting) sendFull(proto, server);
     });
     const originalDrain = server.drain.bind(server);
-    // cli.runApp drains with server.drain() on SIGTERM: route it through the pool so the drain
-    // is audited, rejections are recorded, and nothing is cut at LiveKit's drain timeout.
+    // Code that calls server.drain() itself goes through the pool drain, so the drain is audited,
+    // rejections are recorded, and nothing is cut at LiveKit's drain timeout. The SDK's own
+    // drain runs only once nothing is live: in 1.9 it SIGKILLs a job process still starting for
+    // an accepted call.
     server.drain = async (timeout?: number) => {
       pool.beginDrain({ actor: "livekit:drain", reason: "AgentServer.drain()" });
       await pool.drained;
@@ -157,6 +183,7 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
     pool,
     channel,
     options: serverOptions,
+    livekitDeployment: deployment,
     attach,
     async close() {
       pool.off("state", onState);
@@ -176,26 +203,4 @@ export async function createAgentServer(pool: AgentPool, init: ServerOptionsInit
   const server = new AgentServer(binding.options);
   binding.attach(server);
   return { server, binding };
-}
-
-interface Protocol {
-  WorkerMessage: new (init: unknown) => unknown;
-  WorkerStatus: Record<string, number>;
-  JobStatus: Record<string, number>;
-}
-
-/** The protocol classes of the @livekit/agents copy in use, whatever this package resolves. */
-function loadProtocol(): Protocol {
-  return createRequire(import.meta.resolve("@livekit/agents"))("@livekit/protocol") as Protocol;
-}
-
-/** Tells LiveKit at once that this worker takes no new jobs (as `AgentServer.drain` does). */
-function sendFull(proto: Protocol, server: AgentServer): void {
-  server.event.emit("worker_msg", new proto.WorkerMessage({ message: { case: "updateWorker", value: { status: proto.WorkerStatus.WS_FULL, load: FULL_LOAD } } }));
-}
-
-function sendJobStatus(proto: Protocol, server: AgentServer, jobId: string, outcome: SessionOutcome): void {
-  const status = outcome.status === "success" ? proto.JobStatus.JS_SUCCESS : proto.JobStatus.JS_FAILED;
-  const error = outcome.status === "success" ? "" : (outcome.error ?? outcome.status);
-  server.event.emit("worker_msg", new proto.WorkerMessage({ message: { case: "updateJob", value: { jobId, status, error } } }));
 }
