@@ -25,20 +25,27 @@ import {
 import { AccessToken, TokenVerifier } from "livekit-server-sdk";
 import { WebSocket, WebSocketServer, type RawData } from "ws";
 import { verifyBearer } from "./auth.ts";
+import { judge, serverJobStatus, type EndSignal } from "./call-fate.ts";
 import { copyRecord, JobLedger } from "./job-ledger.ts";
 import { placementOrder } from "./placement.ts";
+import { seededRandom } from "./random.ts";
+import { jobTypeName, validateRegistration, type WorkerKey } from "./registration.ts";
+import { selectWorkerWeightedByLoad, type Selection } from "./selection.ts";
+import { WorkerRegistry } from "./worker-registry.ts";
 import type {
+  AgentPresence,
   AuthRejection,
+  DispatcherProfile,
+  RegistrationRejection,
+  SelectionStrategy,
   DispatchRequest,
   Dispatcher,
   DispatcherEvents,
   DispatcherLogger,
   DispatcherOptions,
-  JobFate,
   JobHandle,
   JobRecord,
   OfferAnswer,
-  PlacementStrategy,
   TypedEmitter,
   WorkerView,
 } from "./types.ts";
@@ -51,12 +58,17 @@ const CLEAN_CLOSE_CODES = new Set([1000, 1005]);
 
 type OfferOutcome = { answer: "accepted"; response: AvailabilityResponse } | { answer: Exclude<OfferAnswer, "accepted"> };
 
+const SELECTIONS: readonly SelectionStrategy[] = ["weighted-by-load", "least-jobs", "round-robin"];
+
 interface WorkerState {
   id: string;
   seq: number;
   agentName: string;
+  namespace: string;
+  jobType: JobType;
   version: string;
   deployment: string;
+  reconnectOf: string | undefined;
   pathPrefix: string;
   status: "available" | "full";
   load: number;
@@ -69,6 +81,7 @@ interface WorkerState {
   graceTimer: NodeJS.Timeout | undefined;
   /** Offers awaiting an AvailabilityResponse, by job id. */
   offers: Map<string, (outcome: OfferOutcome) => void>;
+  /** Running jobs whose process this worker hosts (after a `livekit` reconnect, also the ones the server forgot). */
   jobs: Set<string>;
 }
 
@@ -95,6 +108,8 @@ function view(w: WorkerState): WorkerView {
   const v: WorkerView = {
     id: w.id,
     agentName: w.agentName,
+    namespace: w.namespace,
+    jobType: jobTypeName(w.jobType),
     version: w.version,
     deployment: w.deployment,
     pathPrefix: w.pathPrefix,
@@ -108,6 +123,7 @@ function view(w: WorkerState): WorkerView {
     runningJobs: [...w.jobs],
   };
   if (w.disconnectedAt !== undefined) v.disconnectedAt = w.disconnectedAt;
+  if (w.reconnectOf !== undefined) v.reconnectOf = w.reconnectOf;
   return v;
 }
 
@@ -129,15 +145,42 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   if (typeof options.apiSecret !== "string" || options.apiSecret === "") {
     throw new TypeError("startDispatcher: apiSecret is required (the secret workers sign their tokens with)");
   }
-  const strategy: PlacementStrategy = options.strategy ?? "least-jobs";
-  if (strategy !== "least-jobs" && strategy !== "round-robin") {
-    throw new TypeError(`startDispatcher: strategy must be "least-jobs" or "round-robin", got ${JSON.stringify(strategy)}`);
+  const profile: DispatcherProfile = options.profile ?? "legacy";
+  if (profile !== "livekit" && profile !== "legacy") {
+    throw new TypeError(`startDispatcher: profile must be "livekit" or "legacy", got ${JSON.stringify(profile)}`);
   }
+  const livekit = profile === "livekit";
+  if (options.strategy !== undefined && options.strategy !== "least-jobs" && options.strategy !== "round-robin") {
+    throw new TypeError(`startDispatcher: strategy must be "least-jobs" or "round-robin", got ${JSON.stringify(options.strategy)}`);
+  }
+  if (options.strategy !== undefined && options.selection !== undefined && options.strategy !== options.selection) {
+    throw new TypeError(`startDispatcher: strategy (deprecated) and selection disagree (${options.strategy} vs ${options.selection}); pass only selection`);
+  }
+  const selection: SelectionStrategy = options.selection ?? options.strategy ?? (livekit ? "weighted-by-load" : "least-jobs");
+  if (!SELECTIONS.includes(selection)) {
+    throw new TypeError(`startDispatcher: selection must be one of ${SELECTIONS.join(", ")}, got ${JSON.stringify(selection)}`);
+  }
+  if (options.random !== undefined && typeof options.random !== "function") {
+    throw new TypeError("startDispatcher: random must be a function returning a number in [0, 1)");
+  }
+  const random = options.random ?? (options.seed !== undefined ? seededRandom(options.seed) : Math.random);
+  const routeByDeployment = options.routeByDeployment ?? livekit;
   const retries = options.unplacedRetries ?? 0;
   if (!Number.isInteger(retries) || retries < 0) {
     throw new TypeError(`startDispatcher: unplacedRetries must be an integer >= 0, got ${String(retries)}`);
   }
-  const availabilityTimeoutMs = positiveMs("availabilityTimeoutMs", options.availabilityTimeoutMs, 5000);
+  if (livekit && retries > 0) {
+    throw new TypeError(
+      "startDispatcher: unplacedRetries is not something LiveKit's server does (agentservice.go JobRequest gives up once every worker was tried); with profile \"livekit\" dispatch again yourself, so each abandonment is counted",
+    );
+  }
+  const availabilityTimeoutMs = positiveMs("availabilityTimeoutMs", options.availabilityTimeoutMs, livekit ? 10_000 : 5000);
+  const registerTimeoutMs = positiveMs("registerTimeoutMs", options.registerTimeoutMs, 10_000);
+  const presencePollMs = positiveMs("presencePollMs", options.presencePollMs, 250);
+  if (options.agentPresence !== undefined && typeof options.agentPresence !== "function") {
+    throw new TypeError("startDispatcher: agentPresence must be a function (jobId) => \"in_room\" | \"left\" | \"not_joined\" | undefined");
+  }
+  const probe = options.agentPresence;
   const reconnectGraceMs = positiveMs("reconnectGraceMs", options.reconnectGraceMs, 5000);
   const retryDelayMs = positiveMs("retryDelayMs", options.retryDelayMs, 1000);
   const host = options.host ?? "127.0.0.1";
@@ -149,9 +192,13 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const verifier = new TokenVerifier(apiKey, apiSecret);
   const events = new EventEmitter() as TypedEmitter<DispatcherEvents>;
   const ledger = new JobLedger();
-  const workers = new Map<string, WorkerState>();
+  const workers = new WorkerRegistry<WorkerState>();
   const waiters = new Map<string, { placed: Deferred<JobRecord>; ended: Deferred<JobRecord> }>();
   const rejections: AuthRejection[] = [];
+  const registrationRejections: RegistrationRejection[] = [];
+  const hangUps = new Map<string, NodeJS.Timeout>();
+  /** Jobs whose presence probe said `left` once; a second poll ends them (lets a worker's own report win a race). */
+  const leftOnce = new Set<string>();
   const sleepers = new Set<{ timer: NodeJS.Timeout; wake(): void }>();
   let workerSeq = 0;
   let jobSeq = 0;
@@ -175,33 +222,60 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     return true;
   };
 
-  const endJob = (jobId: string, fate: JobFate, reason: string, error?: string): boolean => {
+  /** The job's "room" closes for its agent: a JobTermination to the worker hosting its process. */
+  const closeRoomFor = (job: JobRecord): void => {
+    const host = job.hostWorkerId !== undefined ? workers.get(job.hostWorkerId) : undefined;
+    const sent = host ? send(host, new ServerMessage({ message: { case: "termination", value: new JobTermination({ jobId: job.id }) } })) : false;
+    if (!sent) log.warn("termination not delivered: worker not connected", { jobId: job.id, workerId: job.hostWorkerId });
+  };
+
+  const settle = (job: JobRecord, snapshot: JobRecord): void => {
+    const t = hangUps.get(job.id);
+    if (t) clearTimeout(t);
+    hangUps.delete(job.id);
+    leftOnce.delete(job.id);
+    if (snapshot.fate === "unplaced" || snapshot.fate === "abandoned") {
+      emit(snapshot.fate === "unplaced" ? "job_unplaced" : "job_abandoned", snapshot);
+      waiters.get(job.id)?.placed.resolve(snapshot);
+    }
+    emit("job_ended", snapshot);
+    waiters.get(job.id)?.ended.resolve(snapshot);
+    waiters.delete(job.id);
+  };
+
+  /** Ends a running job on `signal`; the caller (or, without one, the legacy rules) decides the fate. */
+  const endJob = (jobId: string, signal: EndSignal): boolean => {
     const job = ledger.get(jobId);
     if (!job) return false;
     const wasRunning = job.state === "running";
-    if (!ledger.finish(jobId, fate, reason, now(), error)) {
-      log.debug("late signal for an ended job", { jobId, fate, reason });
+    const j = judge(signal, job.hangUpAfterMs !== undefined);
+    const error = signal.kind === "job_status" ? signal.error : signal.kind === "agent_left_room" ? "agent worker left the room" : undefined;
+    if (!ledger.finish(jobId, j.fate, j.endReason, now(), error, j.cause)) {
+      log.debug("late signal for an ended job", { jobId, signal: signal.kind });
       return false;
     }
-    if (wasRunning && job.workerId) workers.get(job.workerId)?.jobs.delete(jobId);
-    log.info("job ended", { jobId, fate, reason, workerId: job.workerId });
-    const snapshot = copyRecord(job);
-    if (fate === "unplaced") {
-      emit("job_unplaced", snapshot);
-      waiters.get(jobId)?.placed.resolve(snapshot);
-    }
-    emit("job_ended", snapshot);
-    waiters.get(jobId)?.ended.resolve(snapshot);
-    waiters.delete(jobId);
+    const st = job.serverForgot ? undefined : serverJobStatus(signal);
+    if (st) job.serverStatus = st.status;
+    if (wasRunning && job.hostWorkerId) workers.get(job.hostWorkerId)?.jobs.delete(jobId);
+    log.info("job ended", { jobId, fate: j.fate, reason: j.endReason, cause: j.cause, workerId: job.workerId });
+    settle(job, copyRecord(job));
     return true;
   };
 
-  const markGone = (w: WorkerState, reason: string): void => {
+  /** Ends a job that never ran: no worker was offered it (`unplaced`) or the job request gave up (`abandoned`). */
+  const endUnrun = (jobId: string, fate: "unplaced" | "abandoned", reason: string): void => {
+    const job = ledger.get(jobId);
+    if (!job || !ledger.finish(jobId, livekit ? fate : "unplaced", reason, now())) return;
+    log.info("job not run", { jobId, fate: job.fate, reason });
+    settle(job, copyRecord(job));
+  };
+
+  const markGone = (w: WorkerState, reason: "worker_closed" | "worker_lost" | "worker_gone"): void => {
     if (w.gone) return;
     w.gone = true;
     if (w.graceTimer) clearTimeout(w.graceTimer);
     w.graceTimer = undefined;
-    for (const jobId of [...w.jobs]) endJob(jobId, "dropped", reason);
+    for (const jobId of [...w.jobs]) endJob(jobId, { kind: reason });
     log.info("worker gone", { workerId: w.id, reason });
     emit("worker_gone", view(w), reason);
   };
@@ -211,13 +285,15 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const findReconnecting = (req: RegisterWorkerRequest, pathPrefix: string): WorkerState | undefined => {
     // The protocol carries no worker identity across reconnects, so match what a worker
     // re-sends unchanged; a distinct path prefix per worker makes the match exact.
-    const candidates = [...workers.values()].filter(
+    const candidates = workers.all().filter(
       (w) =>
         !w.gone &&
         w.socket === undefined &&
         w.graceTimer !== undefined &&
         w.pathPrefix === pathPrefix &&
         w.agentName === req.agentName &&
+        w.namespace === (req.namespace ?? "") &&
+        w.jobType === req.type &&
         w.deployment === req.deployment &&
         w.version === req.version,
     );
@@ -225,11 +301,72 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     return candidates[0];
   };
 
-  const onRegister = (ws: WebSocket, pathPrefix: string, req: RegisterWorkerRequest): WorkerState => {
+  const newWorker = (ws: WebSocket, pathPrefix: string, req: RegisterWorkerRequest, t: number, reconnectOf?: WorkerState): WorkerState => {
+    workerSeq++;
+    const w: WorkerState = {
+      id: `AW_${workerSeq}`,
+      seq: workerSeq,
+      agentName: req.agentName,
+      namespace: req.namespace ?? "",
+      jobType: req.type,
+      version: req.version,
+      deployment: req.deployment,
+      reconnectOf: reconnectOf?.id,
+      pathPrefix,
+      // The server's Worker starts with the zero status, WS_AVAILABLE, and load 0.
+      status: "available",
+      load: 0,
+      socket: ws,
+      gone: false,
+      registeredAt: t,
+      lastMessageAt: t,
+      disconnectedAt: undefined,
+      reconnects: reconnectOf ? reconnectOf.reconnects + 1 : 0,
+      graceTimer: undefined,
+      offers: new Map(),
+      jobs: new Set(),
+    };
+    workers.add(w);
+    return w;
+  };
+
+  /** Registers a worker, or refuses the registration as the real server does (undefined: the socket is being closed). */
+  const onRegister = (ws: WebSocket, pathPrefix: string, req: RegisterWorkerRequest, remoteAddress: string): WorkerState | undefined => {
     const t = now();
-    let w = findReconnecting(req, pathPrefix);
-    const reconnected = w !== undefined;
-    if (w) {
+    const invalid = validateRegistration(req);
+    if (invalid) {
+      // worker.go HandleRegister returns the error; agentservice.go HandshakeAgentWorker gives up
+      // and the connection is closed without a close frame (the worker sees 1006 and retries).
+      const r: RegistrationRejection = { at: t, remoteAddress, reason: invalid, agentName: req.agentName, deployment: req.deployment, version: req.version };
+      registrationRejections.push(r);
+      log.warn("worker registration rejected", { ...r });
+      emit("registration_rejected", r);
+      ws.terminate();
+      return undefined;
+    }
+    const prev = findReconnecting(req, pathPrefix);
+    let w: WorkerState;
+    let reconnected = false;
+    if (prev && livekit) {
+      // LiveKit gives every registration a new id and forgot the old connection's jobs when it
+      // deregistered it (agentservice.go deregisterWorker). Their processes may still run (the
+      // SDK keeps jobs across reconnects), so the "room" side keeps them, hosted by the new one.
+      clearTimeout(prev.graceTimer);
+      prev.graceTimer = undefined;
+      prev.gone = true;
+      w = newWorker(ws, pathPrefix, req, t, prev);
+      for (const jobId of prev.jobs) {
+        const job = ledger.get(jobId);
+        if (!job) continue;
+        job.serverForgot = true;
+        job.hostWorkerId = w.id;
+        w.jobs.add(jobId);
+      }
+      prev.jobs.clear();
+      emit("worker_gone", view(prev), "reregistered");
+    } else if (prev) {
+      w = prev;
+      reconnected = true;
       clearTimeout(w.graceTimer);
       w.graceTimer = undefined;
       w.reconnects++;
@@ -238,27 +375,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       w.status = "available";
       w.lastMessageAt = t;
     } else {
-      workerSeq++;
-      w = {
-        id: `AW_${workerSeq}`,
-        seq: workerSeq,
-        agentName: req.agentName,
-        version: req.version,
-        deployment: req.deployment,
-        pathPrefix,
-        status: "available",
-        load: 0,
-        socket: ws,
-        gone: false,
-        registeredAt: t,
-        lastMessageAt: t,
-        disconnectedAt: undefined,
-        reconnects: 0,
-        graceTimer: undefined,
-        offers: new Map(),
-        jobs: new Set(),
-      };
-      workers.set(w.id, w);
+      w = newWorker(ws, pathPrefix, req, t);
     }
     // The worker throws (and dies) if anything but the register response comes first.
     send(
@@ -282,6 +399,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       agentName: w.agentName,
       version: w.version,
       deployment: w.deployment,
+      reconnectOf: w.reconnectOf,
     });
     emit(reconnected ? "worker_reconnected" : "worker_registered", view(w));
     return w;
@@ -295,12 +413,16 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   const onUpdateJob = (w: WorkerState, u: UpdateJobStatus): void => {
     const job = ledger.get(u.jobId);
-    if (!job || job.workerId !== w.id) {
+    // A job the server forgot (its worker reconnected) is unknown to LiveKit's server, which
+    // ignores the update; the job's process still reports through the new connection, and
+    // that report is the only sign here that its agent left the room, so it still ends it.
+    if (!job || job.hostWorkerId !== w.id) {
       emit("protocol_error", { workerId: w.id, message: `updateJob for job ${u.jobId} not assigned to this worker` });
       return;
     }
-    if (u.status === JobStatus.JS_SUCCESS) endJob(job.id, "completed", "job_status");
-    else if (u.status === JobStatus.JS_FAILED) endJob(job.id, "failed", "job_status", u.error || undefined);
+    if (u.status === JobStatus.JS_RUNNING && !job.serverForgot && job.state === "running") job.serverStatus = "JS_RUNNING";
+    if (u.status === JobStatus.JS_SUCCESS) endJob(job.id, { kind: "job_status", status: "success" });
+    else if (u.status === JobStatus.JS_FAILED) endJob(job.id, { kind: "job_status", status: "failed", ...(u.error ? { error: u.error } : {}) });
   };
 
   const onSocketClosed = (w: WorkerState, ws: WebSocket, code: number, droppedByUs: boolean): void => {
@@ -322,8 +444,16 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   const dropRequested = new WeakSet<WebSocket>();
 
-  const onConnection = (ws: WebSocket, pathPrefix: string): void => {
+  const onConnection = (ws: WebSocket, pathPrefix: string, remoteAddress: string): void => {
     let worker: WorkerState | undefined;
+    let refused = false;
+    // worker.go RegisterTimeout: the handshake has a read deadline.
+    const registerTimer = setTimeout(() => {
+      if (worker || refused) return;
+      refused = true;
+      emit("protocol_error", { message: `no register within ${registerTimeoutMs} ms; connection closed` });
+      ws.terminate();
+    }, registerTimeoutMs);
     ws.on("message", (data: RawData, isBinary: boolean) => {
       if (!isBinary) {
         emit("protocol_error", { ...(worker && { workerId: worker.id }), message: "text frame ignored; the protocol is binary protobuf" });
@@ -337,12 +467,25 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         return;
       }
       const m = msg.message;
+      if (refused) return;
       if (!worker) {
-        if (m.case !== "register") {
-          emit("protocol_error", { message: `first message must be register, got ${String(m.case)}` });
+        if (m.case === "ping") {
+          // WorkerRegisterer embeds the ping handler: pings are answered before registration.
+          ws.send(new ServerMessage({ message: { case: "pong", value: new WorkerPong({ lastTimestamp: m.value.timestamp, timestamp: BigInt(Date.now()) }) } }).toBinary());
           return;
         }
-        worker = onRegister(ws, pathPrefix, m.value);
+        if (m.case !== "register") {
+          emit("protocol_error", { message: `first message must be register, got ${String(m.case)}` });
+          if (livekit) {
+            // The real handshake fails on any other signal ("unimplemented worker signal") and closes.
+            refused = true;
+            ws.terminate();
+          }
+          return;
+        }
+        clearTimeout(registerTimer);
+        worker = onRegister(ws, pathPrefix, m.value, remoteAddress);
+        if (!worker) refused = true;
         return;
       }
       worker.lastMessageAt = now();
@@ -357,7 +500,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
             return;
           }
           worker.offers.delete(m.value.jobId);
-          resolve(m.value.available ? { answer: "accepted", response: m.value } : { answer: "unavailable" });
+          // worker.go AssignJob checks `terminate` before `available`.
+          resolve(m.value.terminate ? { answer: "terminated" } : m.value.available ? { answer: "accepted", response: m.value } : { answer: "unavailable" });
           return;
         }
         case "updateWorker":
@@ -382,6 +526,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       }
     });
     ws.on("close", (code: number) => {
+      clearTimeout(registerTimer);
       if (worker) onSocketClosed(worker, ws, code, dropRequested.has(ws));
     });
     ws.on("error", (err: Error) => log.warn("worker socket error", { workerId: worker?.id, error: err.message }));
@@ -418,7 +563,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         return refuse(socket, 401, "Unauthorized", `${auth.reason}\n`);
       }
       if (closing) return refuse(socket, 503, "Service Unavailable", "dispatcher is closing\n");
-      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, pathPrefix));
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, pathPrefix, remoteOf(req)));
     });
   };
 
@@ -489,8 +634,30 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   // ---- dispatching ----------------------------------------------------------------------
 
-  const eligible = (w: WorkerState, job: JobRecord): boolean =>
-    !w.gone && w.socket !== undefined && w.status !== "full" && w.agentName === job.agentName;
+  const jobKey = (job: JobRecord): WorkerKey => ({ agentName: job.agentName, namespace: job.namespace, jobType: JobType.JT_ROOM, deployment: job.deployment });
+
+  /** Live workers of the job's key, in registration order (disconnected ones are deregistered on the real server). */
+  const workersFor = (job: JobRecord): WorkerState[] => {
+    const key = jobKey(job);
+    const listed = routeByDeployment
+      ? workers.ofKey(key)
+      : workers.all().filter((w) => w.agentName === key.agentName && w.namespace === key.namespace && w.jobType === key.jobType);
+    return listed.filter((w) => !w.gone && w.socket !== undefined);
+  };
+
+  const pick = (job: JobRecord, attempted: ReadonlySet<string>): Selection => {
+    const live = workersFor(job);
+    if (selection === "weighted-by-load") {
+      return selectWorkerWeightedByLoad(live.map((w) => ({ id: w.id, status: w.status, load: w.load })), attempted, random);
+    }
+    const candidates = live
+      .filter((w) => !attempted.has(w.id) && w.status !== "full")
+      .map((w) => ({ id: w.id, seq: w.seq, load: w.jobs.size + w.offers.size }));
+    const id = placementOrder(candidates, selection, rrCursor)[0];
+    if (id === undefined) return { ok: false, error: live.length === 0 ? "no workers available" : "no workers with sufficient capacity" };
+    rrCursor = workers.get(id)!.seq;
+    return { ok: true, id };
+  };
 
   const protoJob = (job: JobRecord): Job =>
     new Job({
@@ -499,6 +666,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       room: new Room({ sid: job.roomSid, name: job.roomName }),
       metadata: job.metadata,
       agentName: job.agentName,
+      namespace: job.namespace,
+      deployment: job.deployment,
     });
 
   const offer = (w: WorkerState, job: JobRecord, round: number): Promise<OfferOutcome> => {
@@ -530,8 +699,25 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     return at.toJwt();
   };
 
-  /** Tries to hand the job to `w`; true when the worker took it. */
-  const tryWorker = async (w: WorkerState, job: JobRecord, round: number): Promise<boolean> => {
+  /** The caller hangs up: the caller's view decides the fate, then the room closes for the agent. */
+  const hangUp = (jobId: string): void => {
+    hangUps.delete(jobId);
+    const job = ledger.get(jobId);
+    if (!job || job.state !== "running") return;
+    job.hungUpAt = now();
+    const presence = readPresence(jobId);
+    const signal: EndSignal =
+      presence === "left" ? { kind: "agent_left_room", how: "probe" } : presence === "not_joined" ? { kind: "agent_never_joined" } : { kind: "caller_hung_up" };
+    endJob(jobId, signal);
+    // The room empties when its caller leaves; LiveKit then terminates the agent's job. No
+    // media here, so the JobTermination is what tells the worker (agents 1.9 turns it into a
+    // shutdownRequest to the job process) — also for a job the server side forgot.
+    closeRoomFor(job);
+    emit("caller_hung_up", copyRecord(job));
+  };
+
+  /** Tries to hand the job to `w`. */
+  const tryWorker = async (w: WorkerState, job: JobRecord, round: number): Promise<OfferAnswer> => {
     const outcome = await offer(w, job, round);
     const last = job.offers[job.offers.length - 1];
     if (outcome.answer === "accepted") {
@@ -539,7 +725,9 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       const token = await jobToken(job, identity);
       if (!closing && w.socket && !w.gone) {
         job.state = "running";
+        job.serverStatus = "JS_RUNNING";
         job.workerId = w.id;
+        job.hostWorkerId = w.id;
         job.workerVersion = w.version;
         job.workerDeployment = w.deployment;
         job.participantIdentity = identity;
@@ -553,19 +741,20 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         );
         if (last) last.answer = "accepted";
         log.info("job assigned", { jobId: job.id, workerId: w.id, deployment: w.deployment });
+        if (job.hangUpAfterMs !== undefined) hangUps.set(job.id, setTimeout(() => hangUp(job.id), job.hangUpAfterMs));
         const snapshot = copyRecord(job);
         emit("job_assigned", snapshot);
         waiters.get(job.id)?.placed.resolve(snapshot);
-        return true;
+        return "accepted";
       }
       if (last) last.answer = "disconnected";
       emit("job_rejected_by_worker", copyRecord(job), w.id, "disconnected");
-      return false;
+      return "disconnected";
     }
     if (last) last.answer = outcome.answer;
     log.info("worker did not take job", { jobId: job.id, workerId: w.id, answer: outcome.answer });
     emit("job_rejected_by_worker", copyRecord(job), w.id, outcome.answer);
-    return false;
+    return outcome.answer;
   };
 
   const sleep = (ms: number): Promise<void> =>
@@ -584,6 +773,12 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       sleepers.add(s);
     });
 
+  /**
+   * One job request, shaped like agentservice.go `JobRequest`: pick a worker, offer, and on a
+   * failure try another only when it was "not available" or "worker closed" (`livekit`); an
+   * availability timeout or any other failure ends the request. `legacy` moves on after any
+   * failure and may run extra rounds.
+   */
   const runDispatch = async (job: JobRecord): Promise<void> => {
     for (let round = 1; round <= 1 + retries; round++) {
       if (closing) break;
@@ -594,28 +789,72 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       }
       job.rounds = round;
       job.state = "offering";
-      const tried = new Set<string>();
+      const attempted = new Set<string>();
       for (;;) {
         if (closing) break;
-        const candidates = [...workers.values()]
-          .filter((w) => !tried.has(w.id) && eligible(w, job))
-          .map((w) => ({ id: w.id, seq: w.seq, load: w.jobs.size + w.offers.size }));
-        const nextId = placementOrder(candidates, strategy, rrCursor)[0];
-        if (nextId === undefined) break;
-        const w = workers.get(nextId)!;
-        tried.add(nextId);
-        rrCursor = w.seq;
-        if (await tryWorker(w, job, round)) return;
+        const chosen = pick(job, attempted);
+        if (!chosen.ok) {
+          if (livekit) {
+            endUnrun(job.id, job.offers.length === 0 ? "unplaced" : "abandoned", job.offers.length === 0 ? chosen.error : "all_workers_tried");
+            return;
+          }
+          break;
+        }
+        attempted.add(chosen.id);
+        const answer = await tryWorker(workers.get(chosen.id)!, job, round);
+        if (answer === "accepted") return;
+        if (answer === "terminated") {
+          // worker.go AssignJob: `terminate` ends the job JS_SUCCESS without an assignment; JobRequest returns it as done.
+          job.serverStatus = "JS_SUCCESS";
+          endUnrun(job.id, "abandoned", "worker_terminated_job");
+          return;
+        }
+        if (livekit && answer === "timeout") {
+          endUnrun(job.id, "abandoned", closing ? "dispatcher_closed" : "availability_timeout");
+          return;
+        }
       }
     }
-    endJob(job.id, "unplaced", closing ? "dispatcher_closed" : "no_worker_available");
+    endUnrun(job.id, job.offers.length === 0 || !livekit ? "unplaced" : "abandoned", closing ? "dispatcher_closed" : "no_worker_available");
   };
+
+  // ---- agent presence ("is the agent still in the room") ---------------------------------
+
+  const readPresence = (jobId: string): AgentPresence | undefined => {
+    if (!probe) return undefined;
+    try {
+      return probe(jobId);
+    } catch (e) {
+      log.warn("agentPresence probe threw; treating presence as unknown", { jobId, error: String(e) });
+      return undefined;
+    }
+  };
+
+  const presenceTimer = probe
+    ? setInterval(() => {
+        for (const job of ledger.running()) {
+          if (readPresence(job.id) !== "left") {
+            leftOnce.delete(job.id);
+            continue;
+          }
+          // Seen gone twice in a row: a worker's own UpdateJobStatus for a job that ended
+          // normally usually lands in between and then names the cause instead.
+          if (!leftOnce.has(job.id)) {
+            leftOnce.add(job.id);
+            continue;
+          }
+          endJob(job.id, { kind: "agent_left_room", how: "probe" });
+          closeRoomFor(job);
+        }
+      }, presencePollMs)
+    : undefined;
+  presenceTimer?.unref();
 
   // ---- public API -----------------------------------------------------------------------
 
   const dispatch = (request: DispatchRequest = {}): JobHandle => {
     if (closing) throw new Error("dispatch: the dispatcher is closed; start a new one");
-    for (const key of ["id", "roomName", "metadata", "agentName"] as const) {
+    for (const key of ["id", "roomName", "metadata", "agentName", "deployment", "namespace"] as const) {
       const v = request[key];
       if (v !== undefined && typeof v !== "string") {
         throw new TypeError(`dispatch: ${key} must be a string, got ${typeof v}`);
@@ -623,6 +862,10 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     }
     if (request.id === "") throw new TypeError("dispatch: id must be non-empty (or omitted to get AJ_<n>)");
     if (request.roomName === "") throw new TypeError("dispatch: roomName must be non-empty (or omitted)");
+    const hang = request.hangUpAfterMs;
+    if (hang !== undefined && (typeof hang !== "number" || !Number.isFinite(hang) || hang < 0)) {
+      throw new TypeError(`dispatch: hangUpAfterMs must be a finite number of milliseconds >= 0, got ${String(hang)}`);
+    }
     let id = request.id;
     if (id === undefined) {
       do id = `AJ_${++jobSeq}`;
@@ -633,19 +876,23 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       roomName: request.roomName ?? `room-${id}`,
       roomSid: `RM_${++roomSeq}`,
       agentName: request.agentName ?? "",
+      deployment: request.deployment ?? "",
+      namespace: request.namespace ?? "",
       metadata: request.metadata ?? "",
       state: "pending",
+      serverStatus: "JS_PENDING",
       createdAt: now(),
       rounds: 0,
       offers: [],
       lateSignals: [],
     };
+    if (hang !== undefined) record.hangUpAfterMs = hang;
     ledger.add(record);
     const w = { placed: deferred<JobRecord>(), ended: deferred<JobRecord>() };
     waiters.set(id, w);
     void runDispatch(record).catch((e: unknown) => {
       log.error("dispatch loop failed", { jobId: record.id, error: String(e) });
-      endJob(record.id, "unplaced", `dispatcher_error: ${String(e)}`);
+      endUnrun(record.id, "unplaced", `dispatcher_error: ${String(e)}`);
     });
     return {
       id,
@@ -658,34 +905,51 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const requireWorker = (method: string, workerId: string): WorkerState => {
     const w = workers.get(workerId);
     if (!w) {
-      const known = [...workers.keys()].join(", ") || "none";
+      const known = workers.ids().join(", ") || "none";
       throw new Error(`${method}: no worker with id "${workerId}" (known: ${known})`);
     }
     return w;
   };
 
-  const terminate = (jobId: string): void => {
+  const requireRunningJob = (method: string, jobId: string): JobRecord => {
     const job = ledger.get(jobId);
-    if (!job) throw new Error(`terminate: no job with id "${jobId}"`);
+    if (!job) throw new Error(`${method}: no job with id "${jobId}"`);
     if (job.state !== "running" || !job.workerId) {
       const fate = job.fate ? `, fate ${job.fate}` : "";
-      throw new Error(`terminate: job ${jobId} is not running (state ${job.state}${fate}); only assigned, running jobs can be terminated`);
+      throw new Error(`${method}: job ${jobId} is not running (state ${job.state}${fate}); only assigned, running jobs can be ${method === "terminate" ? "terminated" : "ended"}`);
     }
-    const w = workers.get(job.workerId);
-    const sent = w ? send(w, new ServerMessage({ message: { case: "termination", value: new JobTermination({ jobId }) } })) : false;
-    if (!sent) log.warn("termination not delivered: worker not connected", { jobId, workerId: job.workerId });
-    endJob(jobId, "terminated", "terminated");
+    return job;
+  };
+
+  const terminate = (jobId: string): void => {
+    const job = requireRunningJob("terminate", jobId);
+    if (job.serverForgot) {
+      // agentservice.go JobTerminate: the job is no longer in jobToWorker → "no worker for jobID".
+      throw new Error(`terminate: no worker for job ${jobId}: its worker reconnected and LiveKit's server forgot the job (agentservice.go deregisterWorker)`);
+    }
+    closeRoomFor(job);
+    endJob(jobId, { kind: "terminated" });
+  };
+
+  const agentLeftRoom = (jobId: string): void => {
+    const job = requireRunningJob("agentLeftRoom", jobId);
+    // room.go: the agent participant left → TerminateJob(AGENT_LEFT_ROOM): a JobTermination and JS_FAILED.
+    endJob(jobId, { kind: "agent_left_room", how: "reported" });
+    closeRoomFor(job);
   };
 
   function deleteRoom(roomName: string): string[] {
     const ended: string[] = [];
     for (const job of ledger.running()) {
-      if (job.roomName === roomName && endJob(job.id, "completed", "room_deleted")) ended.push(job.id);
+      if (job.roomName !== roomName || !endJob(job.id, { kind: "room_deleted" })) continue;
+      ended.push(job.id);
+      // LiveKit terminates the agent jobs of a room that closes.
+      if (livekit) closeRoomFor(job);
     }
     // A room deleted again after its job already ended (e.g. an orphaned job process) is noted.
     for (const job of ledger.all()) {
       if (job.roomName === roomName && !ended.includes(job.id) && job.state === "ended") {
-        job.lateSignals.push("completed:room_deleted");
+        job.lateSignals.push(job.hangUpAfterMs !== undefined ? "cut_short:room_deleted" : "completed:room_deleted");
       }
     }
     return ended;
@@ -711,7 +975,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   ): Promise<WorkerView[]> => {
     const filter = opts.filter ?? ((w: WorkerView) => w.connected && !w.gone && w.status === "available");
     const timeoutMs = opts.timeoutMs ?? 20_000;
-    const matching = () => [...workers.values()].map(view).filter(filter);
+    const matching = () => workers.all().map(view).filter(filter);
     return new Promise((resolve, reject) => {
       const names = ["worker_registered", "worker_reconnected", "worker_status", "worker_disconnected", "worker_gone"] as const;
       const check = () => {
@@ -723,7 +987,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       };
       const timer = setTimeout(() => {
         done();
-        const have = [...workers.values()].map((w) => `${w.id}(${w.status}${w.socket ? "" : ",disconnected"})`);
+        const have = workers.all().map((w) => `${w.id}(${w.status}${w.socket ? "" : ",disconnected"})`);
         reject(new Error(`waitForWorkers: ${count} matching worker(s) not seen within ${timeoutMs} ms; workers: ${have.join(" ") || "none"}`));
       }, timeoutMs);
       const done = () => {
@@ -738,8 +1002,11 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const close = async (): Promise<void> => {
     if (closing) return;
     closing = true;
+    if (presenceTimer) clearInterval(presenceTimer);
+    for (const t of hangUps.values()) clearTimeout(t);
+    hangUps.clear();
     for (const s of [...sleepers]) s.wake();
-    for (const w of workers.values()) {
+    for (const w of workers.all()) {
       if (w.graceTimer) clearTimeout(w.graceTimer);
       w.graceTimer = undefined;
       w.socket?.terminate();
@@ -755,8 +1022,9 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     url: `ws://${hostForUrl}:${port}`,
     httpUrl: `http://${hostForUrl}:${port}`,
     port,
+    profile,
     events,
-    workers: () => [...workers.values()].map(view),
+    workers: () => workers.all().map(view),
     worker: (id) => {
       const w = workers.get(id);
       return w ? view(w) : undefined;
@@ -770,9 +1038,11 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     terminate,
     deleteRoom,
     markWorkerGone,
+    agentLeftRoom,
     dropConnection,
     summary: () => ledger.summary(),
     authRejections: () => rejections.map((r) => ({ ...r })),
+    registrationRejections: () => registrationRejections.map((r) => ({ ...r })),
     waitForWorkers,
     close,
   };

@@ -2,6 +2,17 @@ export { startDispatcher } from "./dispatcher.ts";
 export { waitForEvent } from "./wait-for-event.ts";
 export { placementOrder, type PlacementCandidate } from "./placement.ts";
 export {
+  selectWorkerWeightedByLoad,
+  NO_WORKERS_AVAILABLE,
+  NO_WORKERS_WITH_CAPACITY,
+  type Selection,
+  type SelectionCandidate,
+} from "./selection.ts";
+export { seededRandom } from "./random.ts";
+export { validateDeployment, validateRegistration, MAX_DEPLOYMENT_BYTES, type WorkerKey } from "./registration.ts";
+export { judge, type EndSignal, type Judgement } from "./call-fate.ts";
+export { markerDirPresence } from "./presence.ts";
+export {
   spawnWorker,
   workerLauncherPath,
   holdCallAgentPath,
@@ -11,7 +22,10 @@ export {
   type LauncherCommand,
 } from "./spawn-worker.ts";
 export type {
+  AgentPresence,
   AuthRejection,
+  CauseCounts,
+  CutShortCause,
   DispatchRequest,
   DispatchSummary,
   Dispatcher,
@@ -19,6 +33,7 @@ export type {
   DispatcherEvents,
   DispatcherLogger,
   DispatcherOptions,
+  DispatcherProfile,
   FateCounts,
   JobFate,
   JobHandle,
@@ -27,6 +42,9 @@ export type {
   OfferAnswer,
   OfferRecord,
   PlacementStrategy,
+  RegistrationRejection,
+  SelectionStrategy,
+  ServerJobStatus,
   TypedEmitter,
   WorkerStatusName,
   WorkerView,

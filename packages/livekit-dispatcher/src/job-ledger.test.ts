@@ -8,6 +8,9 @@ function record(id: string, extra: Partial<JobRecord> = {}): JobRecord {
     roomName: `room-${id}`,
     roomSid: `RM_${id}`,
     agentName: "",
+    deployment: "",
+    namespace: "",
+    serverStatus: "JS_RUNNING",
     metadata: "",
     state: "running",
     createdAt: 1,
@@ -50,7 +53,8 @@ describe("JobLedger", () => {
     const s = l.summary();
     expect(s.total).toBe(5);
     expect(s.inFlight).toBe(2);
-    expect(s.byFate).toEqual({ completed: 1, failed: 0, dropped: 1, unplaced: 1, terminated: 0 });
+    expect(s.byFate).toEqual({ completed: 1, cut_short: 0, failed: 0, dropped: 1, unplaced: 1, abandoned: 0, terminated: 0 });
+    expect(s.notRunByReason).toEqual({ no_worker_available: 1 });
     expect(s.byDeployment["v1"]?.completed).toBe(1);
     expect(s.byDeployment["v2"]?.dropped).toBe(1);
     expect(s.byWorker["w2"]?.dropped).toBe(1);

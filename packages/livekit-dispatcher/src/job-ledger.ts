@@ -1,9 +1,13 @@
-import type { DispatchSummary, FateCounts, JobFate, JobRecord } from "./types.ts";
+import type { CauseCounts, CutShortCause, DispatchSummary, FateCounts, JobFate, JobRecord } from "./types.ts";
 
-const FATES: readonly JobFate[] = ["completed", "failed", "dropped", "unplaced", "terminated"];
+const FATES: readonly JobFate[] = ["completed", "cut_short", "failed", "dropped", "unplaced", "abandoned", "terminated"];
 
 export function emptyFateCounts(): FateCounts {
-  return { completed: 0, failed: 0, dropped: 0, unplaced: 0, terminated: 0 };
+  return { completed: 0, cut_short: 0, failed: 0, dropped: 0, unplaced: 0, abandoned: 0, terminated: 0 };
+}
+
+export function emptyCauseCounts(): CauseCounts {
+  return { worker_gone: 0, job_process_killed: 0, job_failed: 0, job_succeeded_early: 0, room_deleted: 0, agent_never_joined: 0 };
 }
 
 export function copyRecord(r: JobRecord): JobRecord {
@@ -42,7 +46,7 @@ export class JobLedger {
   }
 
   /** Ends a job. Returns false (and notes the signal) when the job already had a fate. */
-  finish(id: string, fate: JobFate, reason: string, at: number, error?: string): boolean {
+  finish(id: string, fate: JobFate, reason: string, at: number, error?: string, cause?: CutShortCause): boolean {
     const job = this.#jobs.get(id);
     if (!job) return false;
     if (job.state === "ended") {
@@ -54,11 +58,14 @@ export class JobLedger {
     job.endReason = reason;
     job.endedAt = at;
     if (error) job.error = error;
+    if (cause) job.cause = cause;
     return true;
   }
 
   summary(): DispatchSummary {
     const byFate = emptyFateCounts();
+    const cutShortByCause = emptyCauseCounts();
+    const notRunByReason: Record<string, number> = {};
     const byDeployment: Record<string, FateCounts> = {};
     const byWorker: Record<string, FateCounts> = {};
     let inFlight = 0;
@@ -68,12 +75,17 @@ export class JobLedger {
         continue;
       }
       byFate[job.fate]++;
+      if (job.fate === "cut_short" && job.cause) cutShortByCause[job.cause]++;
+      if (job.fate === "unplaced" || job.fate === "abandoned") {
+        const reason = job.endReason ?? "";
+        notRunByReason[reason] = (notRunByReason[reason] ?? 0) + 1;
+      }
       if (job.workerId !== undefined) {
         (byWorker[job.workerId] ??= emptyFateCounts())[job.fate]++;
         (byDeployment[job.workerDeployment ?? ""] ??= emptyFateCounts())[job.fate]++;
       }
     }
-    return { total: this.#jobs.size, inFlight, byFate, byDeployment, byWorker };
+    return { total: this.#jobs.size, inFlight, byFate, cutShortByCause, notRunByReason, byDeployment, byWorker };
   }
 }
 
