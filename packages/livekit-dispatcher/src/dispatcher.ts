@@ -248,7 +248,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     const job = ledger.get(jobId);
     if (!job) return false;
     const wasRunning = job.state === "running";
-    const j = judge(signal, job.hangUpAfterMs !== undefined);
+    const j = judge(signal, job.hasCaller);
     const error = signal.kind === "job_status" ? signal.error : signal.kind === "agent_left_room" ? "agent worker left the room" : undefined;
     if (!ledger.finish(jobId, j.fate, j.endReason, now(), error, j.cause)) {
       log.debug("late signal for an ended job", { jobId, signal: signal.kind });
@@ -866,6 +866,12 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     if (hang !== undefined && (typeof hang !== "number" || !Number.isFinite(hang) || hang < 0)) {
       throw new TypeError(`dispatch: hangUpAfterMs must be a finite number of milliseconds >= 0, got ${String(hang)}`);
     }
+    if (request.caller !== undefined && typeof request.caller !== "boolean") {
+      throw new TypeError(`dispatch: caller must be a boolean, got ${typeof request.caller}`);
+    }
+    if (request.caller === false && hang !== undefined) {
+      throw new TypeError("dispatch: hangUpAfterMs needs a caller; drop caller: false");
+    }
     let id = request.id;
     if (id === undefined) {
       do id = `AJ_${++jobSeq}`;
@@ -880,6 +886,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       namespace: request.namespace ?? "",
       metadata: request.metadata ?? "",
       state: "pending",
+      hasCaller: request.caller ?? hang !== undefined,
       serverStatus: "JS_PENDING",
       createdAt: now(),
       rounds: 0,
@@ -931,6 +938,16 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     endJob(jobId, { kind: "terminated" });
   };
 
+  const hangUpNow = (jobId: string): void => {
+    const job = requireRunningJob("hangUp", jobId);
+    if (!job.hasCaller) {
+      throw new Error(`hangUp: job ${jobId} has no caller; dispatch it with caller: true or hangUpAfterMs`);
+    }
+    const t = hangUps.get(jobId);
+    if (t) clearTimeout(t);
+    hangUp(jobId);
+  };
+
   const agentLeftRoom = (jobId: string): void => {
     const job = requireRunningJob("agentLeftRoom", jobId);
     // room.go: the agent participant left → TerminateJob(AGENT_LEFT_ROOM): a JobTermination and JS_FAILED.
@@ -949,7 +966,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     // A room deleted again after its job already ended (e.g. an orphaned job process) is noted.
     for (const job of ledger.all()) {
       if (job.roomName === roomName && !ended.includes(job.id) && job.state === "ended") {
-        job.lateSignals.push(job.hangUpAfterMs !== undefined ? "cut_short:room_deleted" : "completed:room_deleted");
+        job.lateSignals.push(job.hasCaller ? "cut_short:room_deleted" : "completed:room_deleted");
       }
     }
     return ended;
@@ -1039,6 +1056,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     deleteRoom,
     markWorkerGone,
     agentLeftRoom,
+    hangUp: hangUpNow,
     dropConnection,
     summary: () => ledger.summary(),
     authRejections: () => rejections.map((r) => ({ ...r })),

@@ -11,6 +11,7 @@ function record(id: string, extra: Partial<JobRecord> = {}): JobRecord {
     deployment: "",
     namespace: "",
     serverStatus: "JS_RUNNING",
+    hasCaller: false,
     metadata: "",
     state: "running",
     createdAt: 1,

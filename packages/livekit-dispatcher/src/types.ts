@@ -167,7 +167,9 @@ export interface JobRecord {
   serverForgot?: boolean;
   /** Worker (connection) now hosting the job's process: differs from `workerId` after a `livekit` reconnect. */
   hostWorkerId?: string;
-  /** When set, a caller hangs up this long after the job was assigned, and judges its fate. */
+  /** The call has a caller, who judges its fate (`hangUpAfterMs` given, or `caller: true` and `hangUp()`). */
+  hasCaller: boolean;
+  /** When set, the caller hangs up this long after the job was assigned. */
   hangUpAfterMs?: number;
   /** When the caller hung up (Unix seconds), if they did before the job ended. */
   hungUpAt?: number;
@@ -200,6 +202,8 @@ export interface DispatchRequest {
   namespace?: string;
   /** A caller who hangs up this many ms after the job is assigned; the caller then decides the fate (see `JobFate`). */
   hangUpAfterMs?: number;
+  /** A caller who hangs up when `hangUp(jobId)` is called. Default: true when `hangUpAfterMs` is given. */
+  caller?: boolean;
 }
 
 export interface JobHandle {
@@ -297,6 +301,8 @@ export interface Dispatcher {
   deleteRoom(roomName: string): string[];
   /** Tell the dispatcher a worker's process is gone: its running jobs end now (`cut_short`/worker_gone, or `dropped` without a caller). */
   markWorkerGone(workerId: string): void;
+  /** The job's caller hangs up now (the job must have a caller): `completed` if its agent's job still runs; the room then closes (JobTermination). */
+  hangUp(jobId: string): void;
   /** Tell the dispatcher a running job's agent left its room (e.g. its job process died): JS_FAILED "agent worker left the room". */
   agentLeftRoom(jobId: string): void;
   registrationRejections(): RegistrationRejection[];

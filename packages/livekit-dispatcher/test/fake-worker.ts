@@ -20,8 +20,11 @@ export interface FakeWorkerOptions {
   version?: string;
   /** Path prefix before /agent, e.g. "/w/a". */
   path?: string;
-  /** How to answer AvailabilityRequests: accept (default), reject, or ignore (never answer). */
-  answer?: "accept" | "reject" | "ignore";
+  /** How to answer AvailabilityRequests: accept (default), reject, ignore (never answer), or terminate (`AvailabilityResponse.terminate`). */
+  answer?: "accept" | "reject" | "ignore" | "terminate";
+  /** RegisterWorkerRequest.type (default JT_ROOM) and namespace. */
+  jobType?: number;
+  namespace?: string;
   register?: boolean;
 }
 
@@ -29,7 +32,9 @@ export interface FakeWorker {
   ws: WebSocket;
   workerId: string;
   received: ServerMessage[];
-  answer: "accept" | "reject" | "ignore";
+  answer: "accept" | "reject" | "ignore" | "terminate";
+  /** Resolves when the server closes the socket (with the close code). */
+  closed: Promise<number>;
   next<C extends NonNullable<ServerMessage["message"]["case"]>>(
     kind: C,
     predicate?: (v: Extract<ServerMessage["message"], { case: C }>["value"]) => boolean,
@@ -55,6 +60,7 @@ export async function connectFakeWorker(url: string, o: FakeWorkerOptions): Prom
   const ws = new WebSocket(`${url}${o.path ?? ""}/agent`, { headers: { authorization: `Bearer ${token}` } });
   const bus = new EventEmitter();
   const received: ServerMessage[] = [];
+  const closed = new Promise<number>((resolve) => ws.once("close", (code: number) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
     ws.once("open", () => resolve());
     ws.once("error", reject);
@@ -63,6 +69,7 @@ export async function connectFakeWorker(url: string, o: FakeWorkerOptions): Prom
     ws,
     workerId: "",
     received,
+    closed,
     answer: o.answer ?? "accept",
     next(kind, predicate = () => true, timeoutMs = 5000) {
       return new Promise((resolve, reject) => {
@@ -93,8 +100,9 @@ export async function connectFakeWorker(url: string, o: FakeWorkerOptions): Prom
           message: {
             case: "register",
             value: {
-              type: JobType.JT_ROOM,
+              type: o.jobType ?? JobType.JT_ROOM,
               agentName: o.agentName ?? "",
+              namespace: o.namespace ?? "",
               version: o.version ?? "fake-1",
               deployment: o.deployment ?? "",
             },
@@ -135,7 +143,12 @@ export async function connectFakeWorker(url: string, o: FakeWorkerOptions): Prom
           new WorkerMessage({
             message: {
               case: "availability",
-              value: { jobId, available: fw.answer === "accept", participantIdentity: fw.answer === "accept" ? `agent-${jobId}` : "" },
+              value: {
+                jobId,
+                available: fw.answer === "accept",
+                terminate: fw.answer === "terminate",
+                participantIdentity: fw.answer === "accept" ? `agent-${jobId}` : "",
+              },
             },
           }),
         );
