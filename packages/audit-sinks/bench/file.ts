@@ -18,8 +18,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AuditLog } from "@openrtc/core";
-import type { AuditRecord } from "@openrtc/core";
+import { AuditLog } from "@openrtc/core/audit";
+import type { AuditRecord } from "@openrtc/core/audit";
 import pino from "pino";
 import { fileSink } from "../src/file/index.ts";
 import type { BenchRow } from "./bench-row.ts";

@@ -14,7 +14,7 @@ import net from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AuditLog } from "@openrtc/core";
+import { AuditLog } from "@openrtc/core/audit";
 import { startFauxqs } from "fauxqs";
 import { s3Sink } from "../src/s3/index.ts";
 import type { S3SinkOptions } from "../src/s3/index.ts";

@@ -10,7 +10,7 @@
  * With `resume`, the AuditLog continues the chain of the file's last record (`resumeFrom`), so
  * one chain runs through every crash; without it each run starts its own origin.
  */
-import { AuditLog } from "@openrtc/core";
+import { AuditLog } from "@openrtc/core/audit";
 import { fileSink, nodeFileIo } from "@openrtc/audit-sinks/file";
 import type { AuditFileHandle, AuditFileIo } from "@openrtc/audit-sinks/file";
 

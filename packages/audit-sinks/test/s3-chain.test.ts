@@ -1,4 +1,4 @@
-import { AuditLog, verifyAuditLog } from "@openrtc/core";
+import { AuditLog, verifyAuditLog } from "@openrtc/core/audit";
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseS3Url, s3AuditLines, s3Sink, verifyS3AuditLog } from "../src/s3/index.ts";

@@ -4,7 +4,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
-import type { AuditRecord } from "@openrtc/core";
+import type { AuditRecord } from "@openrtc/core/audit";
 import { startFauxqs } from "fauxqs";
 import { s3AuditLines } from "../src/s3/index.ts";
 import type { S3SinkOptions } from "../src/s3/index.ts";

@@ -1,8 +1,8 @@
 import { pathToFileURL } from "node:url";
 import { realpathSync } from "node:fs";
-import { AuditLog } from "../src/audit.ts";
-import { verifyAuditLog } from "../src/audit-verify.ts";
-import type { AuditRecord, AuditSink } from "../src/audit.ts";
+import { AuditLog } from "../src/audit/log.ts";
+import { verifyAuditLog } from "../src/audit/verify.ts";
+import type { AuditRecord, AuditSink } from "../src/audit/log.ts";
 import type { BenchRow } from "./types.ts";
 
 const GOAL_P99_US = 5;

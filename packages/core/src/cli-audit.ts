@@ -1,17 +1,17 @@
-import { readFile } from "node:fs/promises";
-import { createInterface } from "node:readline";
-import { Readable } from "node:stream";
+import { readFile, rename, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { listAuditFiles, readAuditFiles } from "./audit-files.ts";
-import { CheckpointKeys } from "./audit-checkpoint.ts";
-import { AuditVerifier } from "./audit-verify.ts";
-import type { AuditVerifyOptions, AuditVerifyResult } from "./audit-verify.ts";
+import { listAuditFiles, readAuditFiles, splitLines } from "./audit/files.ts";
+import { describeError } from "./audit/errors.ts";
+import { CheckpointKeys } from "./audit/checkpoint.ts";
+import { AuditVerifier } from "./audit/verify.ts";
+import type { AuditVerifyOptions, AuditVerifyResult } from "./audit/verify.ts";
 import { EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, UsageError } from "./cli-command.ts";
 import type { CliCommand, CliIo } from "./cli-command.ts";
 
 const VERIFY_USAGE = `Usage: openrtc audit verify FILE|DIR|s3://BUCKET/PREFIX|- [--json] [--partial]
          [--hmac-secret-env NAME]... [--ed25519-public-key PEMFILE]...
-         [--expect-checkpoint JSONFILE]... [--require-signed]
+         [--expect-checkpoint JSONFILE]... [--require-signed] [--state FILE]
+         [--key-origin KEYID=ORIGIN]...
 
 Checks an audit log's hash chains: every record's hash, seq continuity and prev_hash links,
 per origin. FILE is the log's (active) file; its rotated siblings (FILE stem.NNNNNNNN.jsonl)
@@ -34,7 +34,19 @@ file (a write in progress) is ignored and mentioned.
               {"origin","size","head"}; one per line for several origins): the log must still
               reach it with the same hash, so a cut tail or rewritten history is caught
   --require-signed
-              every origin must have at least one checkpoint that verifies
+              every origin must have at least one checkpoint that verifies (and the log must
+              hold records: an empty log fails)
+  --key-origin KEYID=ORIGIN
+              the key with this id may sign only this origin (a trailing * matches a prefix);
+              repeatable; once given, a key not named signs nothing
+  --state FILE
+              remember, per origin, the highest verified checkpoint (or, without keys, the last
+              record) in FILE, and check every later log against it: a log that is shorter,
+              forked or rewritten since, or that lost an origin, fails (created if missing;
+              updated only when the log verifies)
+
+Every line must be byte for byte the canonical JSON of its record; lines over 1 MiB and
+records nested too deep fail as malformed (exit 1), never crash the check.
 
 Exit status: 0 intact, 1 a bad line (its file, line number, seq and fault kind are printed),
 2 usage error or unreadable log.
@@ -81,6 +93,8 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
         "ed25519-public-key": { type: "string", multiple: true },
         "expect-checkpoint": { type: "string", multiple: true },
         "require-signed": { type: "boolean", default: false },
+        "key-origin": { type: "string", multiple: true },
+        state: { type: "string" },
         endpoint: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -131,12 +145,25 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
       }
     }
   }
+  const statePath = values.state;
+  const state = statePath === undefined ? undefined : await readState(statePath);
+  if (state) for (const [origin, cp] of Object.entries(state.origins)) expected.push({ origin, size: cp.size, head: cp.head });
   if (expected.length > 0) options.expectCheckpoint = expected;
+  const bindings = values["key-origin"] ?? [];
+  if (bindings.length > 0) {
+    const keyOrigins: Record<string, string[]> = {};
+    for (const b of bindings) {
+      const eq = b.indexOf("=");
+      if (eq <= 0 || eq === b.length - 1) throw new UsageError(`verify: --key-origin expects KEYID=ORIGIN, got ${JSON.stringify(b)}`);
+      (keyOrigins[b.slice(0, eq)] ??= []).push(b.slice(eq + 1));
+    }
+    options.keyOrigins = keyOrigins;
+  }
   if (options.requireSigned && !options.hmacSecrets && !options.ed25519PublicKeys) {
     throw new UsageError("verify: --require-signed needs --hmac-secret-env or --ed25519-public-key to check signatures with");
   }
 
-  if (path === "-") return verifyStdin(options, io, values.json);
+  if (path === "-") return verifyStdin(options, io, values.json, statePath, state);
   if (path.startsWith("s3://")) return verifyS3(path, options, io, values.json, values.endpoint);
   let files: string[];
   try {
@@ -148,18 +175,19 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
   const verifier = newVerifier(options);
   try {
     const activeFile = files[files.length - 1];
-    for await (const { file, lineNo, line, terminated } of readAuditFiles(path)) {
+    for await (const { file, lineNo, line, bytes, terminated } of readAuditFiles(path)) {
       if (!terminated && file === activeFile && !isJson(line)) {
         // A writer mid-append (or a crash mid-write) leaves a partial last line: not a record yet.
         tornTail = { file, line: lineNo };
         break;
       }
-      if (!verifier.push(line, { file, line: lineNo })) break;
+      if (!verifier.push(bytes, { file, line: lineNo })) break;
     }
   } catch (error) {
     throw new UsageError(`verify: cannot read ${path}: ${describeIoError(error)}`);
   }
   const result = verifier.finish();
+  if (result.ok && statePath !== undefined) await writeState(statePath, state, result);
   if (values.json) {
     io.stdout(`${JSON.stringify({ ...result, files, ...(tornTail ? { ignoredPartialLine: tornTail } : {}) })}\n`);
   } else {
@@ -203,16 +231,17 @@ function newVerifier(options: AuditVerifyOptions): AuditVerifier {
   }
 }
 
-async function verifyStdin(options: AuditVerifyOptions, io: CliIo, json: boolean): Promise<number> {
+async function verifyStdin(options: AuditVerifyOptions, io: CliIo, json: boolean, statePath: string | undefined, state: VerifyState | undefined): Promise<number> {
   if (!io.stdin) throw new UsageError("verify: no standard input to read (-)");
   const verifier = newVerifier(options);
   try {
-    const lines = createInterface({ input: Readable.from(io.stdin), crlfDelay: Infinity });
-    for await (const line of lines) if (!verifier.push(line)) break;
+    // Bytes, not decoded text: invalid UTF-8 must reach the verifier as it is.
+    for await (const { bytes } of splitLines(io.stdin as AsyncIterable<Uint8Array | string>)) if (!verifier.push(bytes)) break;
   } catch (error) {
     throw new UsageError(`verify: cannot read standard input: ${describeIoError(error)}`);
   }
   const result = verifier.finish();
+  if (result.ok && statePath !== undefined) await writeState(statePath, state, result);
   io.stdout(json ? `${JSON.stringify({ ...result, files: ["-"] })}\n` : summary(result, ["standard input"]));
   return result.ok ? EXIT_OK : EXIT_PROBLEM;
 }
@@ -220,12 +249,79 @@ async function verifyStdin(options: AuditVerifyOptions, io: CliIo, json: boolean
 function summary(result: AuditVerifyResult, files: readonly string[]): string {
   const where = files.length === 1 ? (files[0] as string) : `${files.length} files (${files[0]} … ${files[files.length - 1]})`;
   if (result.ok) {
-    const signed = result.chains.filter((c) => c.signedSize > 0);
-    const checkpoints = signed.length === 0 ? "" : `; signed checkpoints cover ${signed.map((c) => `${c.origin} 1..${c.signedSize} of ${c.lastSeq}`).join(", ")}`;
-    return `OK: ${result.records} records, ${result.origins} ${result.origins === 1 ? "origin" : "origins"}, chains intact in ${where}${checkpoints}\n`;
+    return `OK: ${result.records} records, ${result.origins} ${result.origins === 1 ? "origin" : "origins"}, chains intact in ${where}\n${coverage(result.chains)}`;
   }
   const seq = result.seq === null ? "no seq" : `seq ${result.seq}`;
-  return `FAILED: ${result.fault} at line ${result.line}${result.file === undefined ? "" : ` of ${result.file}`} (${seq})\n  ${result.message}\n`;
+  const covered = result.chains === undefined ? "" : coverage(result.chains);
+  return `FAILED: ${result.fault} at line ${result.line}${result.file === undefined ? "" : ` of ${result.file}`} (${seq})\n  ${result.message}\n${covered}`;
+}
+
+/** Exactly what the signatures vouch for, per origin, and what is only hash-chained. */
+function coverage(chains: readonly import("./audit/verify.ts").AuditChainSummary[]): string {
+  return chains
+    .map((c) => {
+      const cp = c.signedCheckpoint;
+      const signed = cp === null
+        ? "no verified checkpoint: only hash-chained (anyone who can write the file can rewrite it)"
+        : `signed 1..${cp.size} by the checkpoint at seq ${cp.seq} (${new Date(cp.time * 1000).toISOString()})${c.lastSeq > cp.size ? `; ${cp.size + 1}..${c.lastSeq} only hash-chained` : ""}`;
+      return `  ${c.origin}: seq ${c.firstSeq}..${c.lastSeq}, ${signed}\n`;
+    })
+    .join("");
+}
+
+/** `--state`: per origin, the furthest point this verifier has seen vouched for. */
+interface VerifyState {
+  version: 1;
+  origins: Record<string, { size: number; head: string; kind: "checkpoint" | "head"; time?: number }>;
+}
+
+async function readState(path: string): Promise<VerifyState | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new UsageError(`verify: cannot read ${path} (--state): ${describeIoError(error)}`);
+  }
+  try {
+    const state = JSON.parse(text) as VerifyState;
+    if (state?.version !== 1 || state.origins === null || typeof state.origins !== "object") throw new Error("not a state file");
+    return state;
+  } catch (error) {
+    throw new UsageError(`verify: ${path} (--state) is not an openrtc verify state file (${(error as Error).message}); move it away to start afresh`);
+  }
+}
+
+/**
+ * Keeps the highest point per origin: a signed checkpoint when keys verified one (it binds the
+ * writer's key), else the last record seen (still catches a later cut or rewrite). Never moves
+ * an origin backwards, and keeps origins this log lacked (a later log must still hold them).
+ */
+async function writeState(path: string, previous: VerifyState | undefined, result: AuditVerifyResult): Promise<void> {
+  const state: VerifyState = { version: 1, origins: { ...previous?.origins } };
+  for (const c of result.ok ? result.chains : []) {
+    const cp = c.signedCheckpoint;
+    const next = cp !== null
+      ? { size: cp.size, head: "", kind: "checkpoint" as const, time: cp.time }
+      : { size: c.lastSeq, head: c.headHash, kind: "head" as const };
+    if (cp !== null) next.head = cp.size === c.lastSeq ? c.headHash : headAt(result, c.origin, cp.size);
+    const known = state.origins[c.origin];
+    if (next.head !== "" && (known === undefined || next.size >= known.size)) state.origins[c.origin] = next;
+  }
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, path);
+  } catch (error) {
+    throw new UsageError(`verify: the log verified, but ${path} (--state) could not be written: ${describeError(error)}`);
+  }
+}
+
+/** Head hash at a checkpoint's size, which the verifier reports with the checkpoint. */
+function headAt(result: AuditVerifyResult, origin: string, size: number): string {
+  if (!result.ok) return "";
+  const c = result.chains.find((x) => x.origin === origin);
+  return c?.signedCheckpoint?.size === size && c.signedCheckpointHead !== undefined ? c.signedCheckpointHead : "";
 }
 
 function isJson(text: string): boolean {

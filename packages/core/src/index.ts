@@ -1,7 +1,8 @@
 export { systemClock } from "./clock.ts";
 export type { Clock } from "./clock.ts";
-export { AuditEventType, AuditLog, AuditSinkTimeoutError } from "./audit.ts";
+export { AuditEventType, AuditLog, AuditSinkTimeoutError } from "./audit/log.ts";
 export type {
+  AuditChainHead,
   AuditEmitFields,
   AuditFlushOptions,
   AuditFlushResult,
@@ -12,38 +13,21 @@ export type {
   AuditSink,
   AuditSinkStats,
   AuditUndelivered,
-} from "./audit.ts";
-export { GENESIS_HASH, computeRecordHash } from "./audit-hash.ts";
-export {
-  CHECKPOINT_EVENT,
-  checkpointMessage,
-  ed25519KeyId,
-  hmacKeyId,
-} from "./audit-checkpoint.ts";
-export type { AuditCheckpointOptions, ExpectedCheckpoint } from "./audit-checkpoint.ts";
-export { AuditVerifier, verifyAuditLog } from "./audit-verify.ts";
+} from "./audit/log.ts";
+export type { AuditCheckpointOptions, ExpectedCheckpoint, ExternalCheckpointSigner } from "./audit/checkpoint.ts";
+// Hashing, checkpoint messages, file naming and line helpers for sink authors: `@openrtc/core/audit`.
+export { AuditVerifier, verifyAuditLog } from "./audit/verify.ts";
 export type {
   AuditChainSummary,
   AuditFault,
   AuditLineInput,
   AuditLinePosition,
+  AuditLostRange,
   AuditVerifyFailure,
   AuditVerifyOk,
   AuditVerifyOptions,
   AuditVerifyResult,
-} from "./audit-verify.ts";
-export {
-  ROTATED_INDEX_DIGITS,
-  TORN_SUFFIX,
-  auditFileBase,
-  listAuditFiles,
-  listRotatedAuditFiles,
-  readAuditFiles,
-  rotatedAuditFileIndex,
-  rotatedAuditFilePath,
-} from "./audit-files.ts";
-export type { AuditFileBase, AuditFileLine } from "./audit-files.ts";
-export { auditLine, rememberAuditLine } from "./audit-line.ts";
+} from "./audit/verify.ts";
 export { AgentPool, Session } from "./pool.ts";
 export type { AgentPoolOptions, CloseOptions, CloseResult, MembershipGate, PoolEvents, StartSessionOptions } from "./pool.ts";
 export { JobRejectedError } from "./drain.ts";

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Span, Tracer } from "@opentelemetry/api";
-import { AuditEventType, AuditLog, type AuditSink } from "./audit.ts";
+import { AuditEventType, AuditLog, type AuditSink } from "./audit/log.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import {
   canTransition,

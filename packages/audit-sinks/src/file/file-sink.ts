@@ -1,13 +1,16 @@
 import { resolve as resolvePath } from "node:path";
+import { systemClock } from "@openrtc/core";
+import type { Clock } from "@openrtc/core";
 import {
   TORN_SUFFIX,
   auditFileBase,
   auditLine,
+  describeError,
+  onProcessExit,
   rotatedAuditFileIndex,
   rotatedAuditFilePath,
-  systemClock,
-} from "@openrtc/core";
-import type { AuditRecord, AuditSink, Clock } from "@openrtc/core";
+} from "@openrtc/core/audit";
+import type { AuditChainHead, AuditRecord, AuditSink } from "@openrtc/core/audit";
 import { nodeFileIo } from "./file-io.ts";
 import type { AuditFileHandle, AuditFileIo } from "./file-io.ts";
 import { FileLockError, acquireLock, lockPath, releaseLock } from "./file-lock.ts";

@@ -10,5 +10,5 @@ export type {
 } from "./file-sink.ts";
 export { nodeFileIo } from "./file-io.ts";
 export type { AuditFileHandle, AuditFileIo } from "./file-io.ts";
-export { listAuditFiles, readAuditFiles, rotatedAuditFilePath } from "@openrtc/core";
-export type { AuditFileLine } from "@openrtc/core";
+export { listAuditFiles, readAuditFiles, rotatedAuditFilePath } from "@openrtc/core/audit";
+export type { AuditFileLine } from "@openrtc/core/audit";

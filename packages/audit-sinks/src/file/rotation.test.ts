@@ -1,7 +1,7 @@
 import { readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { listAuditFiles, readAuditFiles, rotatedAuditFilePath } from "@openrtc/core";
-import type { AuditRecord } from "@openrtc/core";
+import { listAuditFiles, readAuditFiles, rotatedAuditFilePath } from "@openrtc/core/audit";
+import type { AuditRecord } from "@openrtc/core/audit";
 import { describe, expect, it } from "vitest";
 import { fileSink } from "./file-sink.ts";
 import { chain, chainProblems, readRecords, useTempDir } from "./test-helpers.ts";

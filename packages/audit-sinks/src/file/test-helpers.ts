@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { AuditRecord } from "@openrtc/core";
+import type { AuditRecord } from "@openrtc/core/audit";
 import { nodeFileIo } from "./file-io.ts";
 import { afterEach, beforeEach } from "vitest";
 import type { AuditFileHandle, AuditFileIo } from "./file-io.ts";

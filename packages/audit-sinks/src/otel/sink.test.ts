@@ -1,7 +1,7 @@
 import { logs } from "@opentelemetry/api-logs";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from "@opentelemetry/sdk-logs";
-import type { AuditRecord } from "@openrtc/core";
+import type { AuditRecord } from "@openrtc/core/audit";
 import { afterEach, describe, expect, it } from "vitest";
 import { importLogsApi, otelAuditAttributes, otelLogSink } from "./sink.ts";
 

@@ -1,5 +1,5 @@
 import type { AnyValue, LogAttributes, Logger, LoggerProvider, SeverityNumber } from "@opentelemetry/api-logs";
-import type { AuditRecord, AuditSink } from "@openrtc/core";
+import type { AuditRecord, AuditSink } from "@openrtc/core/audit";
 
 // SeverityNumber is a runtime enum in @opentelemetry/api-logs; the values are fixed by the OTel
 // log data model, so they are spelled here to keep this module free of runtime imports.

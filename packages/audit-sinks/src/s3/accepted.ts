@@ -1,4 +1,4 @@
-import type { AuditRecord } from "@openrtc/core";
+import type { AuditRecord } from "@openrtc/core/audit";
 
 interface Entry {
   hash: unknown;

@@ -1,5 +1,5 @@
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
-import type { AuditRecord, AuditSink } from "@openrtc/core";
+import type { AuditRecord, AuditSink } from "@openrtc/core/audit";
 import { systemClock } from "@openrtc/core";
 import { AcceptedRecords } from "./accepted.ts";
 import { S3FlushTimeoutError, S3SinkError, S3SpoolFullError } from "./errors.ts";

@@ -1,6 +1,6 @@
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
-import { AuditVerifier } from "@openrtc/core";
-import type { AuditVerifyOptions, AuditVerifyResult } from "@openrtc/core";
+import { AuditVerifier } from "@openrtc/core/audit";
+import type { AuditVerifyOptions, AuditVerifyResult } from "@openrtc/core/audit";
 import { s3AuditLineEntries } from "./lines.ts";
 
 /** `s3://BUCKET` or `s3://BUCKET/PREFIX` → its parts (the prefix without surrounding slashes). */

@@ -1,4 +1,4 @@
-import type { AuditRecord, AuditSink } from "../audit.ts";
+import type { AuditRecord, AuditSink } from "../audit/log.ts";
 
 /** An audit sink that keeps records in memory; for tests and examples. */
 export function memorySink(name = "memory"): AuditSink & { records: AuditRecord[] } {

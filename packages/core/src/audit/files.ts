@@ -10,7 +10,8 @@ import { basename, dirname, extname, join } from "node:path";
  * Readers sort numerically, so an index past 8 digits still orders correctly.
  *
  * Both the file sink (`@openrtc/audit-sinks/file`) and `openrtc audit verify` use this
- * module, so writer and reader can never disagree on the naming.
+ * module, so writer and reader can never disagree on the naming. Readers hand lines on as bytes
+ * too: the verifier checks the bytes, not a decoded and re-encoded copy of them.
  */
 export const ROTATED_INDEX_DIGITS = 8;
 
@@ -121,50 +122,89 @@ export interface AuditFileLine {
   file: string;
   /** 1-based line number within that file. */
   lineNo: number;
-  /** The line without its newline. */
+  /** The line without its newline, decoded as UTF-8 (invalid bytes become U+FFFD: check `bytes`). */
   line: string;
+  /** The line's bytes, as on disk (at most `maxLineBytes + 1` of them for an oversize line). */
+  bytes: Buffer;
   /** False only for a last line with no trailing newline (a torn write). */
   terminated: boolean;
+}
+
+export interface ReadAuditFilesOptions {
+  /** Bytes kept of one line; a longer line is cut to `maxLineBytes + 1` bytes (so a checker sees it is too long) and memory stays bounded. Default 1 MiB. */
+  maxLineBytes?: number;
 }
 
 const CHUNK = 1 << 16;
 
 /** Every line of one audit log (see `listAuditFiles`), file by file, in order. */
-export async function* readAuditFiles(pathOrDir: string): AsyncGenerator<AuditFileLine> {
-  for (const file of await listAuditFiles(pathOrDir)) yield* readLines(file);
+export async function* readAuditFiles(pathOrDir: string, options: ReadAuditFilesOptions = {}): AsyncGenerator<AuditFileLine> {
+  for (const file of await listAuditFiles(pathOrDir)) yield* readAuditFileLines(file, options);
 }
 
-async function* readLines(file: string): AsyncGenerator<AuditFileLine> {
+/** Every line of one file, as bytes and text, with bounded memory per line. */
+export async function* readAuditFileLines(file: string, options: ReadAuditFilesOptions = {}): AsyncGenerator<AuditFileLine> {
   const handle = await open(file, "r");
   try {
-    const buffer = Buffer.allocUnsafe(CHUNK);
-    let pending: Buffer[] = [];
-    let lineNo = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, CHUNK, null);
-      if (bytesRead === 0) break;
-      let start = 0;
-      for (;;) {
-        const nl = buffer.indexOf(10, start);
-        if (nl === -1 || nl >= bytesRead) break;
-        const piece = buffer.subarray(start, nl);
-        const line =
-          pending.length === 0
-            ? piece.toString("utf8")
-            : Buffer.concat([...pending, piece]).toString("utf8");
-        pending = [];
-        lineNo += 1;
-        yield { file, lineNo, line, terminated: true };
-        start = nl + 1;
-      }
-      if (start < bytesRead) pending.push(Buffer.from(buffer.subarray(start, bytesRead)));
-    }
-    if (pending.length > 0) {
-      yield { file, lineNo: lineNo + 1, line: Buffer.concat(pending).toString("utf8"), terminated: false };
+    for await (const line of splitLines(readChunks(handle), options.maxLineBytes)) {
+      yield { file, lineNo: line.lineNo, line: line.bytes.toString("utf8"), bytes: line.bytes, terminated: line.terminated };
     }
   } finally {
     await handle.close();
   }
+}
+
+async function* readChunks(handle: import("node:fs/promises").FileHandle): AsyncGenerator<Buffer> {
+  for (;;) {
+    const buffer = Buffer.allocUnsafe(CHUNK);
+    const { bytesRead } = await handle.read(buffer, 0, CHUNK, null);
+    if (bytesRead === 0) return;
+    yield buffer.subarray(0, bytesRead);
+  }
+}
+
+/**
+ * Splits a byte stream on `\n` into lines of bytes (standard input, files, objects). A line
+ * longer than `maxLineBytes` keeps only its first `maxLineBytes + 1` bytes: the rest is skipped,
+ * so a hostile input cannot make the reader hold an unbounded line.
+ */
+export async function* splitLines(
+  chunks: AsyncIterable<Uint8Array | string>,
+  maxLineBytes = 1 << 20,
+): AsyncGenerator<{ lineNo: number; bytes: Buffer; terminated: boolean }> {
+  const cap = maxLineBytes + 1;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let lineNo = 0;
+  const keep = (piece: Buffer): void => {
+    if (pendingBytes >= cap) return;
+    const part = piece.byteLength > cap - pendingBytes ? piece.subarray(0, cap - pendingBytes) : piece;
+    pending.push(Buffer.from(part));
+    pendingBytes += part.byteLength;
+  };
+  for await (const raw of chunks) {
+    const chunk = typeof raw === "string" ? Buffer.from(raw, "utf8") : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(10, start);
+      if (nl === -1) break;
+      const piece = chunk.subarray(start, nl);
+      let bytes: Buffer;
+      if (pending.length === 0) {
+        bytes = piece.byteLength > cap ? Buffer.from(piece.subarray(0, cap)) : Buffer.from(piece);
+      } else {
+        keep(piece);
+        bytes = Buffer.concat(pending);
+      }
+      pending = [];
+      pendingBytes = 0;
+      lineNo += 1;
+      yield { lineNo, bytes, terminated: true };
+      start = nl + 1;
+    }
+    if (start < chunk.byteLength) keep(chunk.subarray(start));
+  }
+  if (pending.length > 0) yield { lineNo: lineNo + 1, bytes: Buffer.concat(pending), terminated: false };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { RecordQueue } from "./audit-queue.ts";
+import { RecordQueue } from "./queue.ts";
 
 describe("RecordQueue", () => {
   it("property: behaves like an array used as a FIFO, across chunk boundaries", () => {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { AuditLog } from "./audit.ts";
-import { computeRecordHash } from "./audit-hash.ts";
-import { AuditVerifier, verifyAuditLog } from "./audit-verify.ts";
+import { AuditLog } from "./log.ts";
+import { computeRecordHash } from "./hash.ts";
+import { AuditVerifier, verifyAuditLog } from "./verify.ts";
 
 type Rec = Record<string, unknown> & { seq: number; origin: string; hash: string; prev_hash: string };
 
@@ -40,14 +40,19 @@ describe("verifyAuditLog", () => {
     expect(verifyAuditLog([])).toEqual({ ok: true, records: 0, origins: 0, chains: [] });
   });
 
-  it("accepts an async iterable and tolerates CRLF and reformatted whitespace", async () => {
+  it("accepts an async iterable; CRLF and reformatted whitespace are edits (bytes, not parsed values, are verified)", async () => {
     const lines = makeLog([0, 0, 0]);
-    async function* gen() {
-      yield `${lines[0]!}\r`;
-      yield JSON.stringify(JSON.parse(lines[1]!), null, 0).replace(/,"/g, ', "');
+    async function* gen(mangle: 0 | 1) {
+      yield mangle === 0 ? `${lines[0]!}\r` : lines[0]!;
+      yield mangle === 1 ? lines[1]!.replace(/,"/g, ', "') : lines[1]!;
       yield lines[2]!;
     }
-    await expect(verifyAuditLog(gen())).resolves.toMatchObject({ ok: true, records: 3 });
+    async function* intact() {
+      yield* lines;
+    }
+    await expect(verifyAuditLog(intact())).resolves.toMatchObject({ ok: true, records: 3 });
+    await expect(verifyAuditLog(gen(0))).resolves.toMatchObject({ ok: false, fault: "edited", line: 1 });
+    await expect(verifyAuditLog(gen(1))).resolves.toMatchObject({ ok: false, fault: "edited", line: 2 });
   });
 
   it("property: any intact log verifies", () => {

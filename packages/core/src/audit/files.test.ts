@@ -8,7 +8,7 @@ import {
   readAuditFiles,
   rotatedAuditFileIndex,
   rotatedAuditFilePath,
-} from "./audit-files.ts";
+} from "./files.ts";
 
 let dir: string;
 beforeEach(async () => {

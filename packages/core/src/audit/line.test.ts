@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { AuditRecord } from "./audit.ts";
-import { auditLine, rememberAuditLine } from "./audit-line.ts";
+import type { AuditRecord } from "./log.ts";
+import { auditLine, rememberAuditLine } from "./line.ts";
 
 const record = (): AuditRecord => ({
   seq: 1,

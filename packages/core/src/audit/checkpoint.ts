@@ -19,13 +19,21 @@ import type { KeyObject } from "node:crypto";
  *
  *   checkpoint_size   seq of the last record covered (the checkpoint's own seq - 1)
  *   checkpoint_head   hash of that record (the checkpoint's own prev_hash)
+ *   checkpoint_time   when it was signed (Unix seconds; also the record's `timestamp`)
  *   hmac_key_id, hmac             HMAC-SHA256 (hex) with the first of `hmacSecrets`
  *   ed25519_key_id, ed25519_sig   Ed25519 signature (base64) — verifiers need only the public key
  *
  * Both signatures cover the same message, the UTF-8 bytes of the JSON array
- * `["openrtc.audit.checkpoint.v1", origin, size, head]` (compact, as JSON.stringify writes it).
- * Because every hash commits to all earlier records of the origin, a valid signature over
- * (origin, size, head) vouches for records 1..size. Key ids let a verifier holding several keys
+ * `["openrtc.audit.checkpoint.v2", origin, size, head, time]` (compact, as JSON.stringify writes
+ * it). Because every hash commits to all earlier records of the origin, a valid signature over
+ * (origin, size, head) vouches for records 1..size; the time says when, so a verifier can tell
+ * a stale checkpoint from a fresh one.
+ *
+ * The key need not live in the writer: with `signer` (a KMS, a separate signer process) the
+ * checkpoint record carries the claim (size, head, time) at once and the signature follows when
+ * the signer answers, as an `audit.checkpoint_signature` record naming `checkpoint_seq`.
+ * Verifiers may bind keys to origins (`keyOrigins`), so one worker's key cannot vouch for
+ * another worker's chain. Key ids let a verifier holding several keys
  * (rotation) pick the right one: `hmac_key_id` is the first 16 hex digits of
  * SHA-256("openrtc.audit.hmac-key-id\n" + secret), `ed25519_key_id` the first 16 hex digits of
  * SHA-256 of the public key's SPKI DER encoding (or a caller-chosen id).
@@ -34,7 +42,22 @@ import type { KeyObject } from "node:crypto";
  * verifying with `expectCheckpoint`: the log must still reach `size` with the same `head`.
  */
 export const CHECKPOINT_EVENT = "audit.checkpoint";
-const MESSAGE_TAG = "openrtc.audit.checkpoint.v1";
+export const CHECKPOINT_SIGNATURE_EVENT = "audit.checkpoint_signature";
+const MESSAGE_TAG = "openrtc.audit.checkpoint.v2";
+
+/**
+ * Signs checkpoints outside the writer: a KMS call, a request to a signer process. `sign`
+ * receives the exact message bytes and returns the signature (raw bytes, or the base64 / hex text
+ * of it). Ed25519: the verifier needs only the public key. HMAC-SHA256: `keyId` must be
+ * `hmacKeyId(secret)` so verifiers holding the secret find it.
+ */
+export interface ExternalCheckpointSigner {
+  algorithm: "ed25519" | "hmac-sha256";
+  keyId: string;
+  sign(message: Uint8Array): Promise<Uint8Array | string> | Uint8Array | string;
+  /** Give up on one signature after this many ms (the checkpoint stays unsigned). Default 10_000. */
+  timeoutMs?: number;
+}
 
 export interface AuditCheckpointOptions {
   /** Write a checkpoint once this many records were emitted since the last one. Default 1000 unless `intervalSeconds` is set. */
@@ -47,6 +70,8 @@ export interface AuditCheckpointOptions {
   ed25519PrivateKey?: KeyObject | string;
   /** `ed25519_key_id` to record; default derived from the public key. */
   keyId?: string;
+  /** Sign outside this process (a KMS, a signer process), so the key never lives with the writer. */
+  signer?: ExternalCheckpointSigner;
 }
 
 /** A checkpoint kept apart from the log, e.g. the last one `hooks.onCheckpoint` saw. */
@@ -56,8 +81,8 @@ export interface ExpectedCheckpoint {
   head: string;
 }
 
-export function checkpointMessage(origin: string, size: number, head: string): Buffer {
-  return Buffer.from(JSON.stringify([MESSAGE_TAG, origin, size, head]), "utf8");
+export function checkpointMessage(origin: string, size: number, head: string, time: number): Buffer {
+  return Buffer.from(JSON.stringify([MESSAGE_TAG, origin, size, head, time]), "utf8");
 }
 
 export function hmacKeyId(secret: string): string {
@@ -103,14 +128,25 @@ export type CheckpointSignature = Record<string, string>;
 
 export class CheckpointSigner {
   readonly every: number | undefined;
+  readonly external: ExternalCheckpointSigner | undefined;
   readonly intervalSeconds: number | undefined;
   readonly #hmac: { secret: string; id: string } | undefined;
   readonly #ed25519: { key: KeyObject; id: string } | undefined;
 
   constructor(options: AuditCheckpointOptions) {
     const owner = "AuditLog checkpoint";
-    if (options.hmacSecrets === undefined && options.ed25519PrivateKey === undefined) {
-      throw new TypeError(`${owner}: give hmacSecrets and/or ed25519PrivateKey; an unsigned checkpoint proves nothing`);
+    if (options.hmacSecrets === undefined && options.ed25519PrivateKey === undefined && options.signer === undefined) {
+      throw new TypeError(`${owner}: give hmacSecrets, ed25519PrivateKey or an external signer; an unsigned checkpoint proves nothing`);
+    }
+    if (options.signer !== undefined) {
+      const x = options.signer as Partial<ExternalCheckpointSigner>;
+      if (x === null || typeof x !== "object" || typeof x.sign !== "function" || (x.algorithm !== "ed25519" && x.algorithm !== "hmac-sha256") || typeof x.keyId !== "string" || x.keyId === "") {
+        throw new TypeError(`${owner}: signer must be { algorithm: "ed25519" | "hmac-sha256", keyId: non-empty string, sign(message) }`);
+      }
+      if (x.timeoutMs !== undefined && !(typeof x.timeoutMs === "number" && x.timeoutMs > 0)) {
+        throw new TypeError(`${owner}: signer.timeoutMs must be a positive number of ms`);
+      }
+      this.external = options.signer;
     }
     const { every, intervalSeconds } = options;
     if (every !== undefined && (!Number.isSafeInteger(every) || every < 1)) {
@@ -134,8 +170,9 @@ export class CheckpointSigner {
     }
   }
 
-  sign(origin: string, size: number, head: string): CheckpointSignature {
-    const message = checkpointMessage(origin, size, head);
+  /** Inline signatures with the local keys (none when only an external signer is configured). */
+  sign(origin: string, size: number, head: string, time: number): CheckpointSignature {
+    const message = checkpointMessage(origin, size, head, time);
     const out: CheckpointSignature = {};
     if (this.#hmac) {
       out.hmac_key_id = this.#hmac.id;
@@ -146,6 +183,30 @@ export class CheckpointSigner {
       out.ed25519_sig = sign(null, message, this.#ed25519.key).toString("base64");
     }
     return out;
+  }
+
+  /** The external signer's signature, as the fields of an `audit.checkpoint_signature` record. */
+  async signExternally(origin: string, size: number, head: string, time: number): Promise<CheckpointSignature> {
+    const x = this.external as ExternalCheckpointSigner;
+    const message = checkpointMessage(origin, size, head, time);
+    const timeoutMs = x.timeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`external checkpoint signer ${x.keyId} did not answer within ${timeoutMs} ms`)), timeoutMs);
+      timer.unref();
+    });
+    let raw: Uint8Array | string;
+    try {
+      raw = await Promise.race([Promise.resolve().then(() => x.sign(message)), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (x.algorithm === "ed25519") {
+      const sig = typeof raw === "string" ? raw : Buffer.from(raw).toString("base64");
+      return { ed25519_key_id: x.keyId, ed25519_sig: sig };
+    }
+    const mac = typeof raw === "string" ? raw.toLowerCase() : Buffer.from(raw).toString("hex");
+    return { hmac_key_id: x.keyId, hmac: mac };
   }
 }
 
@@ -160,9 +221,24 @@ export interface CheckpointCheck {
 export class CheckpointKeys {
   readonly #hmac = new Map<string, string>();
   readonly #ed25519 = new Map<string, KeyObject>();
+  readonly #origins: Map<string, readonly string[]> | undefined;
 
-  constructor(hmacSecrets?: readonly string[], ed25519PublicKeys?: readonly (KeyObject | string)[]) {
+  /**
+   * `keyOrigins`: key id → the origins it may sign (exact names, or a prefix ending in `*`).
+   * When given, a key not listed signs no origin.
+   */
+  constructor(hmacSecrets?: readonly string[], ed25519PublicKeys?: readonly (KeyObject | string)[], keyOrigins?: Readonly<Record<string, readonly string[]>>) {
     const owner = "verifyAuditLog";
+    if (keyOrigins !== undefined) {
+      if (keyOrigins === null || typeof keyOrigins !== "object") throw new TypeError(`${owner}: keyOrigins must map key ids to arrays of origins`);
+      this.#origins = new Map();
+      for (const [id, list] of Object.entries(keyOrigins)) {
+        if (!Array.isArray(list) || list.some((o) => typeof o !== "string" || o === "")) {
+          throw new TypeError(`${owner}: keyOrigins[${JSON.stringify(id)}] must be an array of origin names (a trailing * matches a prefix)`);
+        }
+        this.#origins.set(id, list);
+      }
+    }
     if (hmacSecrets !== undefined) for (const s of checkSecrets(hmacSecrets, owner)) this.#hmac.set(hmacKeyId(s), s);
     if (ed25519PublicKeys !== undefined) {
       if (!Array.isArray(ed25519PublicKeys)) throw new TypeError(`${owner}: ed25519PublicKeys must be an array`);
@@ -177,11 +253,23 @@ export class CheckpointKeys {
     return this.#hmac.size > 0 || this.#ed25519.size > 0;
   }
 
+  /** Whether the key with this id may vouch for `origin` (see `keyOrigins`). */
+  mayVouch(keyId: unknown, origin: string): boolean {
+    if (this.#origins === undefined) return true;
+    const list = typeof keyId === "string" ? this.#origins.get(keyId) : undefined;
+    return list !== undefined && list.some((o) => (o.endsWith("*") ? origin.startsWith(o.slice(0, -1)) : o === origin));
+  }
+
   /** Checks the signatures of a checkpoint record whose size/head were already checked. */
-  check(record: Readonly<Record<string, unknown>>, origin: string, size: number, head: string): CheckpointCheck {
+  check(record: Readonly<Record<string, unknown>>, origin: string, size: number, head: string, time: number): CheckpointCheck {
     const verifiedBy: string[] = [];
-    const message = checkpointMessage(origin, size, head);
+    const message = checkpointMessage(origin, size, head, time);
     const { hmac, hmac_key_id: hmacId, ed25519_sig: sig, ed25519_key_id: edId } = record;
+    for (const id of [hmac === undefined ? undefined : hmacId, sig === undefined ? undefined : edId]) {
+      if (id !== undefined && !this.mayVouch(id, origin)) {
+        return { verifiedBy, problem: `key ${String(id)} is not allowed to sign origin ${origin} (keyOrigins)` };
+      }
+    }
     if (hmac !== undefined && this.#hmac.size > 0) {
       const secret = typeof hmacId === "string" ? this.#hmac.get(hmacId) : undefined;
       if (secret === undefined) return { verifiedBy, problem: `its HMAC key id ${String(hmacId)} matches none of the secrets given` };

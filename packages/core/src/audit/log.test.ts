@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { AuditEventType, AuditLog, AuditSinkTimeoutError } from "./audit.ts";
-import type { AuditRecord, AuditSink } from "./audit.ts";
-import { GENESIS_HASH, computeRecordHash } from "./audit-hash.ts";
-import { verifyAuditLog } from "./audit-verify.ts";
-import { auditLine } from "./audit-line.ts";
+import { AuditEventType, AuditLog, AuditSinkTimeoutError } from "./log.ts";
+import type { AuditRecord, AuditSink } from "./log.ts";
+import { GENESIS_HASH, computeRecordHash } from "./hash.ts";
+import { verifyAuditLog } from "./verify.ts";
+import { auditLine } from "./line.ts";
 
 /** A sink keeping what it acknowledged, as the JSON lines a file sink would write. */
 function memorySink(name = "mem") {
@@ -265,7 +265,7 @@ describe("AuditLog delivery", () => {
     // The bound is per sink: the healthy one kept up and got everything.
     expect(good.seqs()).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
     const result = await log.flush({ timeoutMs: 10 });
-    expect(result).toEqual({ ok: false, undelivered: [{ sink: "hung", pending: 5, dropped: 15, lastError: null }] });
+    expect(result).toEqual({ ok: false, undelivered: [{ sink: "hung", pending: 5, dropped: 15, unrecordedLoss: true, lastError: null }] });
   });
 
   it("drops the newest records of a burst beyond maxQueue and reports them once per tick", async () => {
@@ -273,10 +273,15 @@ describe("AuditLog delivery", () => {
     const mem = memorySink();
     const log = new AuditLog({ origin: "w1", sinks: [mem.sink], maxQueue: 5, hooks: { onDropped: (s, n) => drops.push([s, n]) } });
     for (let i = 0; i < 12; i++) log.emit("x");
-    await log.flush();
-    expect(mem.seqs()).toEqual([1, 2, 3, 4, 5]);
+    const result = await log.flush();
+    // The loss is written into the chain (seq 13) as soon as the sink has room again.
+    expect(mem.seqs()).toEqual([1, 2, 3, 4, 5, 13]);
     expect(drops).toEqual([["mem", 7]]);
-    expect(verifyAuditLog(mem.lines).ok).toBe(true);
+    const records = mem.lines.map((l) => JSON.parse(l) as AuditRecord);
+    expect(records[5]).toMatchObject({ event: "audit.records_dropped", sink: "mem", dropped_first_seq: 6, dropped_last_seq: 12, dropped_prev_hash: records[4]!.hash });
+    expect(verifyAuditLog(mem.lines)).toMatchObject({ ok: false, fault: "overflow", lost: [{ origin: "w1", sink: "mem", firstSeq: 6, lastSeq: 12 }] });
+    // flush().ok describes the present: the loss is recorded, nothing is pending.
+    expect(result.ok).toBe(true);
   });
 
   it("retries a failed write with the same records: in order, no duplicates, nothing lost", async () => {
@@ -427,7 +432,7 @@ describe("AuditLog delivery", () => {
     log.emit("x");
     const waiting = log.flush();
     await log.close({ timeoutMs: 5 });
-    expect(await waiting).toEqual({ ok: false, undelivered: [{ sink: "dead", pending: 1, dropped: 0, lastError: null }] });
+    expect(await waiting).toEqual({ ok: false, undelivered: [{ sink: "dead", pending: 1, dropped: 0, unrecordedLoss: false, lastError: null }] });
   });
 
   it("close gives up on a dead sink after its timeout and reports what was not delivered", async () => {
@@ -436,7 +441,7 @@ describe("AuditLog delivery", () => {
     log.emit("y");
     expect(await log.close({ timeoutMs: 20 })).toEqual({
       ok: false,
-      undelivered: [{ sink: "dead", pending: 2, dropped: 0, lastError: null }],
+      undelivered: [{ sink: "dead", pending: 2, dropped: 0, unrecordedLoss: false, lastError: null }],
     });
   });
 });

@@ -1,4 +1,4 @@
-import type { AuditRecord } from "./audit.ts";
+import type { AuditRecord } from "./log.ts";
 
 /**
  * The exact line of a record (`JSON.stringify(record)`), remembered by whoever already built it.

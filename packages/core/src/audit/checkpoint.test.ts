@@ -1,11 +1,11 @@
 import { generateKeyPairSync } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
 import fc from "fast-check";
-import { AuditEventType, AuditLog } from "./audit.ts";
-import type { AuditRecord, AuditSink } from "./audit.ts";
-import { computeRecordHash } from "./audit-hash.ts";
-import { CHECKPOINT_EVENT, checkpointMessage, hmacKeyId } from "./audit-checkpoint.ts";
-import { verifyAuditLog } from "./audit-verify.ts";
+import { AuditEventType, AuditLog } from "./log.ts";
+import type { AuditRecord, AuditSink } from "./log.ts";
+import { computeRecordHash } from "./hash.ts";
+import { CHECKPOINT_EVENT, checkpointMessage, hmacKeyId } from "./checkpoint.ts";
+import { verifyAuditLog } from "./verify.ts";
 
 const SECRET = "s3cret-current";
 const OLD_SECRET = "s3cret-previous";
@@ -54,7 +54,7 @@ describe("signed checkpoints", () => {
     const cp = parse(lines[3]!);
     expect(Object.keys(cp)).toEqual([
       "seq", "timestamp", "event", "actor", "target", "result", "version",
-      "checkpoint_size", "checkpoint_head", "hmac_key_id", "hmac", "ed25519_key_id", "ed25519_sig",
+      "checkpoint_size", "checkpoint_head", "checkpoint_time", "hmac_key_id", "hmac", "ed25519_key_id", "ed25519_sig",
       "origin", "prev_hash", "hash",
     ]);
     expect(cp).toMatchObject({ seq: 4, event: CHECKPOINT_EVENT, checkpoint_size: 3, checkpoint_head: parse(lines[2]!).hash, hmac_key_id: hmacKeyId(SECRET) });
@@ -67,7 +67,7 @@ describe("signed checkpoints", () => {
     });
     // Without keys the chain still verifies; the signatures are just not checked.
     expect(verifyAuditLog(lines)).toMatchObject({ ok: true, chains: [{ checkpoints: 1, signedSize: 0 }] });
-    expect(checkpointMessage("w1", 3, "ab").toString()).toBe('["openrtc.audit.checkpoint.v1","w1",3,"ab"]');
+    expect(checkpointMessage("w1", 3, "ab", 1000.5).toString()).toBe('["openrtc.audit.checkpoint.v2","w1",3,"ab",1000.5]');
   });
 
   it("writes a final checkpoint at close, and none when nothing is new", async () => {
@@ -187,7 +187,7 @@ describe("signed checkpoints", () => {
   });
 
   it("rejects unusable checkpoint options with a clear message that never shows a secret", () => {
-    expect(() => new AuditLog({ checkpoint: {} })).toThrow(/give hmacSecrets and\/or ed25519PrivateKey/);
+    expect(() => new AuditLog({ checkpoint: {} })).toThrow(/give hmacSecrets, ed25519PrivateKey or an external signer/);
     expect(() => new AuditLog({ checkpoint: { hmacSecrets: [] } })).toThrow(/non-empty array/);
     expect(() => new AuditLog({ checkpoint: { hmacSecrets: [SECRET], every: 0 } })).toThrow(/every must be a positive integer/);
     expect(() => new AuditLog({ checkpoint: { hmacSecrets: [SECRET], intervalSeconds: -1 } })).toThrow(/intervalSeconds/);
