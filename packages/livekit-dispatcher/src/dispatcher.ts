@@ -731,6 +731,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         job.workerVersion = w.version;
         job.workerDeployment = w.deployment;
         job.participantIdentity = identity;
+        job.participantAttributes = { ...outcome.response.participantAttributes };
         job.assignedAt = now();
         w.jobs.add(job.id);
         send(

@@ -11,7 +11,12 @@ export function emptyCauseCounts(): CauseCounts {
 }
 
 export function copyRecord(r: JobRecord): JobRecord {
-  return { ...r, offers: r.offers.map((o) => ({ ...o })), lateSignals: [...r.lateSignals] };
+  return {
+    ...r,
+    offers: r.offers.map((o) => ({ ...o })),
+    lateSignals: [...r.lateSignals],
+    ...(r.participantAttributes === undefined ? {} : { participantAttributes: { ...r.participantAttributes } }),
+  };
 }
 
 /**

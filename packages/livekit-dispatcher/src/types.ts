@@ -177,6 +177,8 @@ export interface JobRecord {
   workerVersion?: string;
   workerDeployment?: string;
   participantIdentity?: string;
+  /** `AvailabilityResponse.participantAttributes` of the accept: the agent participant's attributes (e.g. `openrtc.deployment_version`). */
+  participantAttributes?: Record<string, string>;
   createdAt: number;
   assignedAt?: number;
   endedAt?: number;
