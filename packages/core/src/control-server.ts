@@ -1,16 +1,29 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { timingSafeEqual, createHash } from "node:crypto";
+import { describeError } from "./isolation.ts";
 import type { AgentPool } from "./pool.ts";
 
 export interface ControlServerOptions {
   host?: string;
   port?: number;
   /**
-   * Bearer token that lets a non-loopback caller `POST /drain`. Without it only loopback
-   * callers may drain. Never logged.
+   * Bearer token for `POST /drain` (and `GET /sessions`, `GET /manifest` unless `publicReads`).
+   * Never logged. A request that presents a token must present the right one: a wrong token is
+   * refused even from loopback.
    */
   drainToken?: string;
+  /**
+   * Let a caller on this host in without a token. Default: true only when `host` is a loopback
+   * address; bound to all interfaces (`0.0.0.0`, `::`) or a routable address, a token is required.
+   * A loopback-trusted request must come from 127.0.0.1 or ::1 (not other 127/8 addresses, such
+   * as the 127.0.0.6 an Istio sidecar forwards from), carry no proxy headers (`Forwarded`,
+   * `X-Forwarded-*`, `Via`, `X-Real-IP`), a loopback `Host` (DNS rebinding), and no cross-site
+   * `Origin` or `Sec-Fetch-Site` (CSRF from a browser on the host); otherwise it gets 403.
+   */
+  trustLoopback?: boolean;
+  /** Serve `GET /sessions` (rooms, jobs, tenants) and `GET /manifest` without auth. Default false. */
+  publicReads?: boolean;
   /** Largest accepted request body, in bytes. Default 4 KiB. */
   maxBodyBytes?: number;
 }
@@ -37,7 +50,31 @@ const JSON_TYPE = "application/json; charset=utf-8";
 export async function createControlServer(pool: AgentPool, options: ControlServerOptions = {}): Promise<ControlServer> {
   const host = options.host ?? "127.0.0.1";
   const maxBody = options.maxBodyBytes ?? 4096;
+  if (options.drainToken !== undefined && typeof options.drainToken !== "string") {
+    throw new TypeError("createControlServer: drainToken must be a string");
+  }
   const tokenDigest = options.drainToken === undefined || options.drainToken === "" ? undefined : digest(options.drainToken);
+  const trustLoopback = options.trustLoopback ?? isLoopbackHost(host);
+  const auth: AuthPolicy = { tokenDigest, trustLoopback };
+  const publicReads = options.publicReads === true;
+  if (tokenDigest === undefined && !trustLoopback) {
+    pool.logger.warn(
+      { host },
+      "control server: no drainToken and loopback is not trusted (bound beyond loopback); POST /drain, /sessions and /manifest will refuse every caller",
+    );
+  }
+  /** Runs `handler` only for an authorised caller; `/sessions` and `/manifest` unless publicReads. */
+  const guarded =
+    (handler: (req: IncomingMessage, res: ServerResponse, body: Buffer, how: AuthMethod) => void | Promise<void>, isRead: boolean): Handler =>
+    (req, res, body) => {
+      if (isRead && publicReads) return handler(req, res, body, "public");
+      const decision = authorize(req, auth);
+      if (!decision.ok) {
+        if (decision.status === 401) res.setHeader("WWW-Authenticate", 'Bearer realm="openrtc"');
+        return sendJson(res, decision.status, { error: decision.message });
+      }
+      return handler(req, res, body, decision.how);
+    };
 
   const routes: Record<string, Route> = {
     "/livez": {
@@ -49,8 +86,11 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
       methods: {
         GET: (_req, res) => {
           if (pool.ready) return sendJson(res, 200, { status: "ready" });
-          const reason = pool.state !== "serving" ? pool.state : "not a member of the active manifest";
-          sendJson(res, 503, { status: "not ready", reason });
+          if (pool.state !== "serving") return sendJson(res, 503, { status: "not ready", reason: pool.state, code: pool.state });
+          // `code` is the machine-readable reason; `reason` keeps its old text for a version that
+          // is simply not listed, and is the code itself for the newer cases.
+          const code = pool.membershipReason ?? "not_member";
+          sendJson(res, 503, { status: "not ready", reason: code === "not_member" ? "not a member of the active manifest" : code, code });
         },
       },
     },
@@ -66,13 +106,20 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
       methods: { GET: (_req, res) => sendJson(res, 200, pool.runtimeSnapshot()) },
     },
     "/sessions": {
-      methods: { GET: (_req, res) => sendJson(res, 200, { sessions: pool.liveSessions() }) },
+      methods: { GET: guarded((_req, res) => sendJson(res, 200, { sessions: pool.liveSessions() }), true) },
+    },
+    "/manifest": {
+      methods: {
+        GET: guarded((_req, res) => {
+          const status = pool.manifestStatus();
+          if (status === null) return sendJson(res, 404, { error: "this worker has no manifest gate (AgentPoolOptions.membership)" });
+          sendJson(res, 200, status);
+        }, true),
+      },
     },
     "/drain": {
       methods: {
-        POST: (req, res, body) => {
-          const denied = authorizeDrain(req, tokenDigest);
-          if (denied !== undefined) return sendJson(res, denied.status, { error: denied.message });
+        POST: guarded((req, res, body, how) => {
           let fields: { actor?: unknown; reason?: unknown } = {};
           if (body.length > 0) {
             try {
@@ -86,17 +133,25 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
           if ((fields.actor !== undefined && typeof fields.actor !== "string") || (fields.reason !== undefined && typeof fields.reason !== "string")) {
             return sendJson(res, 400, { error: "actor and reason must be strings" });
           }
-          const actor = typeof fields.actor === "string" && fields.actor !== "" ? fields.actor.slice(0, 200) : `http:${req.socket.remoteAddress ?? "unknown"}`;
-          pool.beginDrain({ actor, ...(typeof fields.reason === "string" ? { reason: fields.reason.slice(0, 500) } : {}) });
+          const remote = req.socket.remoteAddress ?? "unknown";
+          // `actor` and `reason` are what the caller says; `auth` and `remote_address` are what
+          // this server established.
+          const actor = typeof fields.actor === "string" && fields.actor !== "" ? fields.actor.slice(0, 200) : `http:${remote}`;
+          pool.beginDrain({
+            actor,
+            auth: how,
+            fields: { remote_address: remote },
+            ...(typeof fields.reason === "string" ? { reason: fields.reason.slice(0, 500) } : {}),
+          });
           sendJson(res, 202, { draining: true, state: pool.state, active_sessions: pool.activeSessions });
-        },
+        }, false),
       },
     },
   };
 
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
-      pool.logger.error({ err: error instanceof Error ? error.message : String(error), path: req.url }, "control server handler failed");
+      pool.logger.error({ err: describeError(error), path: String(req.url).slice(0, 200) }, "control server handler failed");
       if (!res.headersSent) sendJson(res, 500, { error: "internal error" });
       else res.destroy();
     });
@@ -161,27 +216,82 @@ function pathOf(url: string | undefined): string | undefined {
   return q === -1 ? url : url.slice(0, q);
 }
 
-function isLoopback(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  return address === "::1" || address.startsWith("127.") || address.startsWith("::ffff:127.");
+type AuthMethod = "token" | "loopback" | "public";
+
+interface AuthPolicy {
+  readonly tokenDigest: Buffer | undefined;
+  readonly trustLoopback: boolean;
 }
+
+type AuthDecision = { ok: true; how: "token" | "loopback" } | { ok: false; status: 401 | 403; message: string };
+
+/** Whether the server's own bind address is loopback (so only this host can reach it at all). */
+function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === "localhost" || h === "::1" || h === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h.startsWith("::ffff:127.");
+}
+
+/**
+ * The peer addresses a local caller connects from. Deliberately not all of 127/8: a sidecar proxy
+ * (Istio forwards inbound traffic from 127.0.0.6) makes every remote caller look local.
+ */
+function isTrustedLoopbackPeer(address: string | undefined): boolean {
+  return address === "127.0.0.1" || address === "::1" || address === "::ffff:127.0.0.1";
+}
+
+// A request that passed through a proxy on this host is not a local caller, whatever its peer.
+const PROXY_HEADERS = ["forwarded", "via", "x-real-ip", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-envoy-external-address", "x-envoy-attempt-count", "x-forwarded-client-cert"];
+
+const LOOPBACK_HOST_RE = /^(?:localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(?::\d{1,5})?$/i;
+const LOOPBACK_ORIGIN_RE = /^https?:\/\/(?:localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(?::\d{1,5})?$/i;
 
 function digest(token: string): Buffer {
   return createHash("sha256").update(token).digest();
 }
 
-function authorizeDrain(req: IncomingMessage, tokenDigest: Buffer | undefined): { status: number; message: string } | undefined {
-  const header = req.headers.authorization;
-  if (header !== undefined) {
-    const match = /^Bearer\s+(.+)$/i.exec(header);
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(", ") : value;
+}
+
+/**
+ * Who may drain (and read sessions and the manifest). In order:
+ * 1. a request that presents `Authorization` is judged by it alone: the right bearer token →
+ *    `token`; anything else → 403 (a wrong token never falls back to loopback trust);
+ * 2. with `trustLoopback`, a request from 127.0.0.1/::1 with no proxy headers, a loopback `Host`
+ *    and no cross-site `Origin`/`Sec-Fetch-Site` → `loopback`; one that fails those checks → 403;
+ * 3. otherwise 401 (a token is configured) or 403 (none is: nothing can authorise the caller).
+ */
+function authorize(req: IncomingMessage, policy: AuthPolicy): AuthDecision {
+  const authorization = header(req, "authorization");
+  if (authorization !== undefined) {
+    if (policy.tokenDigest === undefined) return { ok: false, status: 403, message: "a token was presented but this worker has no drainToken configured" };
+    const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
     // Comparing digests keeps the comparison constant-time whatever the presented length.
-    if (match?.[1] !== undefined && tokenDigest !== undefined && timingSafeEqual(digest(match[1].trim()), tokenDigest)) return undefined;
-    if (!isLoopback(req.socket.remoteAddress)) return { status: 403, message: "drain token rejected" };
+    if (match?.[1] !== undefined && timingSafeEqual(digest(match[1]), policy.tokenDigest)) return { ok: true, how: "token" };
+    return { ok: false, status: 403, message: "token rejected" };
   }
-  if (isLoopback(req.socket.remoteAddress)) return undefined;
-  return tokenDigest === undefined
-    ? { status: 403, message: "POST /drain is only accepted from loopback (no drain token is configured)" }
-    : { status: 401, message: "POST /drain from a non-loopback address needs Authorization: Bearer <drain token>" };
+  if (policy.trustLoopback && isTrustedLoopbackPeer(req.socket.remoteAddress)) {
+    if (PROXY_HEADERS.some((name) => req.headers[name] !== undefined)) {
+      return { ok: false, status: 403, message: "a proxied request is not a local caller: present Authorization: Bearer <drain token>" };
+    }
+    const hostHeader = header(req, "host");
+    if (hostHeader === undefined || !LOOPBACK_HOST_RE.test(hostHeader)) {
+      return { ok: false, status: 403, message: "a request trusted as local must name a loopback Host (localhost, 127.0.0.1 or [::1])" };
+    }
+    const origin = header(req, "origin");
+    if (origin !== undefined && !LOOPBACK_ORIGIN_RE.test(origin)) {
+      return { ok: false, status: 403, message: "cross-origin request refused" };
+    }
+    const site = header(req, "sec-fetch-site");
+    if (site !== undefined && site !== "same-origin" && site !== "none") {
+      return { ok: false, status: 403, message: "cross-site request refused" };
+    }
+    return { ok: true, how: "loopback" };
+  }
+  return policy.tokenDigest === undefined
+    ? { ok: false, status: 403, message: "this endpoint needs a drain token and none is configured (createControlServer({ drainToken }))" }
+    : { ok: false, status: 401, message: "this endpoint needs Authorization: Bearer <drain token>" };
 }
 
 function readBody(req: IncomingMessage, max: number): Promise<Buffer | "too_large"> {

@@ -31,9 +31,16 @@ export function isDrainingState(state: PoolState): boolean {
 }
 
 export interface DrainOptions {
-  /** Who asked: an operator, a signal, a coordinator. Recorded in the audit log. */
+  /** Who asked, as the caller says: an operator, a signal, a coordinator. Recorded in the audit log. */
   actor?: string;
   reason?: string;
+  /**
+   * How the caller was authenticated, when that is known apart from what it claims (`actor`):
+   * the control server records `"token"` or `"loopback"`. Recorded as `auth` in `drain_started`.
+   */
+  auth?: string;
+  /** Extra flat fields for the `deployment.drain_started` record (e.g. `remote_address`). */
+  fields?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export type RejectReason = "draining" | "membership" | "invalid_metadata";

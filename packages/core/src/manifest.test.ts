@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ManifestGate, fileManifest, manifestCanonical, signManifest, staticManifest } from "./manifest.ts";
+import { DEFAULT_MANIFEST_TTL_SECONDS, ManifestGate, fileManifest, manifestCanonical, signManifest, staticManifest } from "./manifest.ts";
 import type { Logger } from "./logger.ts";
 import type { ManifestGateOptions, ManifestRejection, ManifestSource, MembershipGate } from "./manifest.ts";
 
@@ -53,22 +53,28 @@ function expectNoSecrets(texts: readonly string[], signatures: readonly string[]
 describe("signManifest", () => {
   it("produces the wire format with a 64-hex signature", () => {
     const m = manifest(3, ["v2.0.0", "v1.0.0"]);
-    expect(m).toEqual({ seq: 3, active_versions: ["v2.0.0", "v1.0.0"], issued_at: 1763800000.5, signature: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(m).toEqual({
+      seq: 3,
+      active_versions: ["v2.0.0", "v1.0.0"],
+      issued_at: 1763800000.5,
+      expires_at: 1763800000.5 + DEFAULT_MANIFEST_TTL_SECONDS,
+      signature: expect.stringMatching(/^[0-9a-f]{64}$/),
+    });
   });
 
   it("signs what Python signs (json.dumps + repr, versions in code-point order)", () => {
     const versions = ["v2", "v1", "\uffff-bmp", "😀-astral", "é"];
-    const m = manifest(12, versions, "kéy", 1e16);
+    const m = signManifest({ seq: 12, activeVersions: versions, issuedAt: 1e16, expiresAt: 2e16, secret: "kéy" });
     const script = [
       "import sys, json, hmac, hashlib",
-      "seq, versions, t = json.loads(sys.stdin.read())",
-      "c = json.dumps(['openrtc.manifest.v1', seq, sorted(versions), repr(float(t))], separators=(',', ':'))",
+      "seq, versions, t, e = json.loads(sys.stdin.read())",
+      "c = json.dumps(['openrtc.manifest.v2', seq, sorted(versions), repr(float(t)), repr(float(e))], separators=(',', ':'))",
       "print(json.dumps([c, hmac.new('k\u00e9y'.encode(), c.encode(), hashlib.sha256).hexdigest()]))",
     ].join("\n");
     const [canonical, signature] = JSON.parse(
-      execFileSync("python3", ["-c", script], { input: JSON.stringify([12, versions, 1e16]), encoding: "utf8" }),
+      execFileSync("python3", ["-c", script], { input: JSON.stringify([12, versions, 1e16, 2e16]), encoding: "utf8" }),
     ) as [string, string];
-    expect(manifestCanonical(12, versions, 1e16)).toBe(canonical);
+    expect(manifestCanonical(12, versions, 1e16, 2e16)).toBe(canonical);
     expect(m.signature).toBe(signature);
   });
 
@@ -87,11 +93,24 @@ describe("signManifest", () => {
 });
 
 describe("ManifestGate membership", () => {
-  it("before any manifest every version is a member (fail open by default)", () => {
+  it("before any manifest no version is a member (fails closed by default), reason no_manifest", () => {
     const { gate } = makeGate();
     expect(gate.current).toBeNull();
-    expect(gate.isMember("v1.0.0")).toBe(true);
-    expect(gate.isMember(null)).toBe(true);
+    expect(gate.failOpen).toBe(false);
+    expect(gate.isMember("v1.0.0")).toBe(false);
+    expect(gate.isMember(null)).toBe(false);
+    expect(gate.reason("v1.0.0")).toBe("no_manifest");
+  });
+
+  it("failOpen: true (or the deprecated requireManifest: false) makes every version a member without a manifest", () => {
+    for (const options of [{ failOpen: true }, { requireManifest: false }]) {
+      const { gate } = makeGate(options);
+      expect(gate.isMember("v1.0.0")).toBe(true);
+      expect(gate.reason("v1.0.0")).toBeUndefined();
+      gate.offer(manifest(1, ["v2.0.0"]), "test");
+      expect(gate.isMember("v1.0.0")).toBe(false);
+      expect(gate.reason("v1.0.0")).toBe("not_member");
+    }
   });
 
   it("with requireManifest no version is a member until a manifest arrives", () => {
@@ -137,7 +156,7 @@ describe("ManifestGate membership", () => {
   });
 
   it("implements MembershipGate for the pool", () => {
-    const membership: MembershipGate = makeGate().gate;
+    const membership: MembershipGate = makeGate({ failOpen: true }).gate;
     expect(membership.isMember("v")).toBe(true);
   });
 });
@@ -504,7 +523,7 @@ describe("sources", () => {
 
   it("an attached file source does not keep the process alive", async () => {
     const file = path.join(dir, "manifest.json");
-    writeFileSync(file, JSON.stringify(manifest(1, ["v1"])));
+    writeFileSync(file, JSON.stringify(manifest(1, ["v1"], SECRET, Date.now() / 1000)));
     const moduleUrl = new URL("./manifest.ts", import.meta.url).href;
     const script = [
       `import { ManifestGate, fileManifest } from ${JSON.stringify(moduleUrl)};`,

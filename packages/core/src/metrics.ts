@@ -20,6 +20,36 @@ export const METRIC_NAMES = {
   auditSinkErrors: "openrtc_audit_sink_errors_total",
 } as const;
 
+/** Metrics beyond the contract list, added where a real need showed. */
+export const EXTRA_METRIC_NAMES = {
+  invalidTenants: "openrtc_invalid_tenants_total",
+  listenerErrors: "openrtc_listener_errors_total",
+} as const;
+
+/** The label an audit event type past the cap (or not shaped like one) is counted under. */
+export const OTHER_EVENT = "__other__";
+/** How many event types outside the core's own get a label of their own. */
+const MAX_CUSTOM_EVENT_LABELS = 32;
+const EVENT_NAME_RE = /^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$/;
+// The core's own event types (the audit log's table plus those the pool writes), written out so
+// the label set does not move with the audit module's internals.
+const CORE_EVENTS = new Set<string>([
+  "deployment.started",
+  "deployment.completed",
+  "deployment.drain_started",
+  "deployment.drain_completed",
+  "deployment.drain_stuck",
+  "deployment.rolled_back",
+  "worker.rejected",
+  "worker.exited",
+  "worker.membership_changed",
+  "worker.manifest_rejected",
+  "audit.checkpoint",
+  "audit.reserved_event",
+  "audit.records_dropped",
+]);
+const LISTENER_EVENTS = new Set(["state", "sessionStarted", "sessionEnded", "rejected", "membership", "drainStuck"]);
+
 /** What the metrics read from the worker at scrape time. */
 export interface WorkerStatusSource {
   readonly workerId: string;
@@ -67,6 +97,9 @@ export class PoolMetrics {
   private readonly dropped: Counter;
   private readonly auditEvents: Counter<"event">;
   private readonly auditSinkErrors: Counter<"sink">;
+  private readonly invalidTenants: Counter;
+  private readonly listenerErrors: Counter<"event">;
+  private readonly customEvents = new Set<string>();
 
   constructor(source: WorkerStatusSource, options: MetricsOptions = {}) {
     const registry = options.registry ?? new Registry();
@@ -180,6 +213,18 @@ export class PoolMetrics {
       labelNames: ["sink"],
       registers,
     });
+    this.invalidTenants = new Counter({
+      name: EXTRA_METRIC_NAMES.invalidTenants,
+      help: 'Calls taken under tenant="invalid" because their metadata named a malformed tenant (tenantPolicy "label"). Fix the dispatcher.',
+      registers,
+    });
+    this.listenerErrors = new Counter({
+      name: EXTRA_METRIC_NAMES.listenerErrors,
+      help: "Pool event listeners that threw or rejected (each was skipped; the worker carried on), by event.",
+      labelNames: ["event"],
+      registers,
+    });
+    this.invalidTenants.inc(0);
     for (const reason of ["draining", "membership"]) this.rejected.inc({ reason }, 0);
     this.dropped.inc(0);
   }
@@ -223,8 +268,29 @@ export class PoolMetrics {
     if (count > 0) this.dropped.inc(count);
   }
 
+  /**
+   * `emit` takes any string as the event type, so the label is bounded: the core's own types,
+   * then the first few custom ones shaped like `area.name`; anything else is `__other__`.
+   */
   auditEvent(event: string): void {
-    this.auditEvents.inc({ event });
+    this.auditEvents.inc({ event: this.eventLabel(event) });
+  }
+
+  private eventLabel(event: string): string {
+    if (CORE_EVENTS.has(event) || this.customEvents.has(event)) return event;
+    if (this.customEvents.size < MAX_CUSTOM_EVENT_LABELS && event.length <= 64 && EVENT_NAME_RE.test(event)) {
+      this.customEvents.add(event);
+      return event;
+    }
+    return OTHER_EVENT;
+  }
+
+  invalidTenant(): void {
+    this.invalidTenants.inc();
+  }
+
+  listenerError(event: string): void {
+    this.listenerErrors.inc({ event: LISTENER_EVENTS.has(event) ? event : "other" });
   }
 
   auditSinkError(sink: string): void {

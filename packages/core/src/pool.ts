@@ -13,8 +13,9 @@ import {
   type PoolState,
   type RejectReason,
 } from "./drain.ts";
+import { describeError, isolated, safeLogger } from "./isolation.ts";
 import { stderrLogger, type Logger } from "./logger.ts";
-import type { MembershipGate } from "./manifest.ts";
+import { MANIFEST_REJECTED_EVENT, type ManifestRejection, type MembershipGate } from "./manifest.ts";
 import { PoolMetrics, type MetricsOptions, type WorkerStatusSource } from "./metrics.ts";
 import {
   errorMessage,
@@ -26,7 +27,7 @@ import {
   type SessionStatus,
 } from "./sessions.ts";
 import { RuntimeSnapshot } from "./snapshot.ts";
-import { InvalidMetadataError, parseMetadata } from "./tenant.ts";
+import { InvalidMetadataError, parseMetadata, type TenantPolicy } from "./tenant.ts";
 import { SessionTracer } from "./tracing.ts";
 
 export type { MembershipGate };
@@ -46,6 +47,13 @@ export interface AgentPoolOptions {
   auditOrigin?: string;
   /** Gate on the active manifest: a worker whose version is not active stops accepting jobs. */
   membership?: MembershipGate;
+  /**
+   * What to do with a job whose metadata names a malformed tenant. `"reject"` (default, as
+   * openrtc-python): refuse the call (`worker.rejected`, reason `invalid_metadata`). `"label"`:
+   * take the call under `tenant="invalid"`, keep the raw value in `info.invalidTenant`, and count
+   * it in `openrtc_invalid_tenants_total`.
+   */
+  tenantPolicy?: TenantPolicy;
   clock?: Clock;
   metrics?: MetricsOptions;
   tracer?: Tracer;
@@ -74,6 +82,12 @@ export interface CloseResult {
   droppedSessions: number;
 }
 
+/**
+ * The pool's events. Each is delivered after the state change that caused it is complete (the
+ * audit record written, the counters updated), and each listener is isolated: one that throws
+ * or rejects is logged and counted (`openrtc_listener_errors_total{event}`) and never reaches
+ * the state machine or the caller.
+ */
 export interface PoolEvents {
   state: [state: PoolState, previous: PoolState];
   sessionStarted: [info: SessionInfo];
@@ -83,7 +97,12 @@ export interface PoolEvents {
   drainStuck: [live: LiveSessionView[]];
 }
 
+type PoolEventName = keyof PoolEvents;
+type QueuedEvent = { [K in PoolEventName]: { name: K; args: PoolEvents[K] } }[PoolEventName];
+
 const DEFAULT_DRAIN_TIMEOUT_MS = 60 * 60 * 1000;
+/** Longest accepted deploymentVersion; it becomes a metric label, an audit field and a LiveKit attribute. */
+export const MAX_VERSION_LENGTH = 128;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A live call held by the pool. `end()` is idempotent. */
@@ -141,12 +160,24 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
   private readonly drainTimeoutMs: number;
   private readonly membership: MembershipGate | undefined;
   private readonly tracer: SessionTracer;
+  private readonly tenantPolicy: TenantPolicy;
+  private unsubscribeRejections: (() => void) | undefined;
+  // Events wait here until the outermost operation finished its state change (see `operation`).
+  private readonly pendingEvents: QueuedEvent[] = [];
+  private operationDepth = 0;
+  private delivering = false;
+  // Set while close() ends the calls it drops, so those ends do not complete the drain.
+  private droppingLive = false;
 
   constructor(options: AgentPoolOptions = {}) {
     super();
     this.deploymentVersion = normalizeVersion(options.deploymentVersion);
     this.clock = options.clock ?? systemClock;
-    this.logger = options.logger ?? stderrLogger;
+    this.logger = safeLogger(options.logger ?? stderrLogger);
+    this.tenantPolicy = options.tenantPolicy ?? "reject";
+    if (this.tenantPolicy !== "reject" && this.tenantPolicy !== "label") {
+      throw new TypeError(`tenantPolicy must be "reject" or "label", got ${JSON.stringify(options.tenantPolicy)}`);
+    }
     this.startedAt = this.clock();
     // pid alone repeats in containers (always pid 1): a random part tells a restart in place apart.
     this.workerIdValue = options.workerId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -182,6 +213,8 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     if (this.membership !== undefined) {
       this.memberValue = this.membership.isMember(this.deploymentVersion);
       this.unsubscribeMembership = this.membership.subscribe(() => this.refreshMembership());
+      // Every manifest the gate refuses goes on record (never the secret or the signature).
+      this.unsubscribeRejections = this.membership.subscribeRejections?.((rejection) => this.recordManifestRejection(rejection));
     }
   }
 
@@ -219,6 +252,30 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     return this.sessions.size;
   }
 
+  /**
+   * Why this worker is not a member, as a code: `no_manifest` (a manifest source is configured
+   * but no valid manifest arrived), `manifest_expired`, `not_member` (the version is not listed);
+   * undefined while a member.
+   */
+  get membershipReason(): string | undefined {
+    if (this.memberValue) return undefined;
+    try {
+      return this.membership?.reason?.(this.deploymentVersion) ?? "not_member";
+    } catch {
+      return "not_member";
+    }
+  }
+
+  /** What the membership gate says about its accepted manifest (`GET /manifest`), or null without a gate. */
+  manifestStatus(): unknown {
+    if (this.membership?.status === undefined) return null;
+    try {
+      return this.membership.status();
+    } catch (error) {
+      return { error: describeError(error) };
+    }
+  }
+
   /** The reason a new job would be refused now, or undefined when it would be accepted. */
   rejectReason(): RejectReason | undefined {
     if (!stateAccepts(this.stateValue)) return "draining";
@@ -234,7 +291,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
   markReady(options: { workerId?: string } = {}): void {
     if (this.stateValue !== "starting") return;
     if (options.workerId !== undefined && options.workerId !== "") this.workerIdValue = options.workerId;
-    this.transition("serving");
+    this.operation(() => this.transition("serving"));
   }
 
   /**
@@ -243,6 +300,10 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
    * metadata is malformed.
    */
   startSession(options: StartSessionOptions): Session {
+    return this.operation(() => this.startSessionNow(options));
+  }
+
+  private startSessionNow(options: StartSessionOptions): Session {
     const jobId = options.jobId;
     if (typeof jobId !== "string" || jobId === "") {
       throw new TypeError("startSession needs a non-empty jobId (the LiveKit job id)");
@@ -256,7 +317,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     }
     let parsed;
     try {
-      parsed = parseMetadata(options.metadata);
+      parsed = parseMetadata(options.metadata, { tenantPolicy: this.tenantPolicy });
     } catch (error) {
       if (error instanceof InvalidMetadataError) throw this.reject(jobId, "invalid_metadata", error.message);
       throw error;
@@ -269,11 +330,16 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       tenant: parsed.tenant,
       metadata: parsed.metadata,
       startedAt: this.clock(),
+      ...(parsed.invalidTenant === undefined ? {} : { invalidTenant: parsed.invalidTenant }),
     };
     const session = new Session(info, this.tracer.start(info), this);
     this.sessions.add(session);
     this.metrics.sessionStarted(info.tenant);
-    this.emit("sessionStarted", info);
+    if (parsed.invalidTenant !== undefined) {
+      this.metrics.invalidTenant();
+      this.logger.warn({ job_id: jobId, invalid_tenant: parsed.invalidTenant }, 'job metadata has a malformed tenant; the call is taken under tenant "invalid" (tenantPolicy: "label")');
+    }
+    this.queue({ name: "sessionStarted", args: [info] });
     return session;
   }
 
@@ -287,6 +353,10 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
    * to the dispatcher), with the same audit event and metric as `startSession`'s rejections.
    */
   reject(jobId: string, reason: RejectReason, message: string): JobRejectedError {
+    return this.operation(() => this.rejectNow(jobId, reason, message));
+  }
+
+  private rejectNow(jobId: string, reason: RejectReason, message: string): JobRejectedError {
     this.rejectedJobs++;
     this.metrics.jobRejected(reason);
     this.auditLog.emit(AuditEventType.WorkerRejected, {
@@ -297,12 +367,16 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       message,
     });
     const error = new JobRejectedError(reason, jobId, `job ${jobId} rejected: ${message}`);
-    this.emit("rejected", error);
+    this.queue({ name: "rejected", args: [error] });
     return error;
   }
 
   /** @internal Called by `Session.end`. */
   _end(session: Session, end: SessionEnd): SessionOutcome {
+    return this.operation(() => this.endNow(session, end));
+  }
+
+  private endNow(session: Session, end: SessionEnd): SessionOutcome {
     const status = normalizeStatus(end.status);
     const endedAt = this.clock();
     const error = errorMessage(end.error);
@@ -315,8 +389,8 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     if (!this.sessions.remove(session, status)) return outcome;
     this.metrics.sessionEnded(session.info.tenant, status, outcome.durationSeconds);
     this.tracer.end(session.span, outcome);
-    this.emit("sessionEnded", session.info, outcome);
-    if (this.stateValue === "draining" && this.sessions.size === 0) this.finishDrain();
+    this.queue({ name: "sessionEnded", args: [session.info, outcome] });
+    if (this.stateValue === "draining" && this.sessions.size === 0 && !this.droppingLive) this.finishDrain();
     return outcome;
   }
 
@@ -326,23 +400,30 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
    */
   beginDrain(options: DrainOptions = {}): void {
     if (this.draining || this.stateValue === "closed") return;
+    this.operation(() => this.beginDrainNow(options));
+  }
+
+  private beginDrainNow(options: DrainOptions): void {
     const actor = options.actor ?? "system";
     const now = this.clock();
     this.drainStartedAtValue = now;
     this.transition("draining");
     this.auditLog.emit(AuditEventType.DrainStarted, {
+      // First, so none of them can stand in for the fields below.
+      ...(options.fields ?? {}),
       actor,
       target: "worker",
       worker_id: this.workerIdValue,
       active_sessions: this.sessions.size,
       ...(options.reason === undefined ? {} : { reason: options.reason }),
+      ...(options.auth === undefined ? {} : { auth: options.auth }),
     });
     for (const session of this.sessions.live.values()) this.tracer.drainBegan(session.span, now, actor, options.reason);
     if (this.sessions.size === 0) {
       this.finishDrain();
       return;
     }
-    this.drainTimer = setTimeout(() => this.markDrainStuck(), Math.min(this.drainTimeoutMs, MAX_TIMER_MS));
+    this.drainTimer = setTimeout(() => this.operation(() => this.markDrainStuck()), Math.min(this.drainTimeoutMs, MAX_TIMER_MS));
     this.drainTimer.unref();
   }
 
@@ -387,6 +468,12 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
   }
 
   private async closeOnce(options: CloseOptions): Promise<CloseResult> {
+    const dropped = this.operation(() => this.closeNow(options));
+    await this.auditLog.close({ timeoutMs: options.auditFlushTimeoutMs ?? 5000 });
+    return { droppedSessions: dropped };
+  }
+
+  private closeNow(options: CloseOptions): number {
     const live = [...this.sessions.live.values()];
     if (live.length > 0 && options.dropLiveSessions !== true) {
       throw new Error(
@@ -394,9 +481,18 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       );
     }
     if (this.drainTimer !== undefined) clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
     this.unsubscribeMembership?.();
+    this.unsubscribeRejections?.();
     this.metrics.sessionsDropped(live.length);
-    for (const session of live) session.end({ status: "failed", error: "dropped: worker closed with the call live" });
+    // The drain did not complete: those calls were cut. No drain_completed is written; the
+    // worker.exited record below (result "dropped") says what happened.
+    this.droppingLive = true;
+    try {
+      for (const session of live) session.end({ status: "failed", error: "dropped: worker closed with the call live" });
+    } finally {
+      this.droppingLive = false;
+    }
     this.auditLog.emit(AuditEventType.WorkerExited, {
       actor: options.actor ?? "system",
       target: "worker",
@@ -406,9 +502,11 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       total_sessions_started: this.sessions.started,
       ...(options.reason === undefined ? {} : { reason: options.reason }),
     });
+    this.drainStuckValue = false;
     this.transition("closed");
-    await this.auditLog.close({ timeoutMs: options.auditFlushTimeoutMs ?? 5000 });
-    return { droppedSessions: live.length };
+    // Whoever awaits the drain must wake: a closed pool has no live call and never will.
+    this.resolveDrained();
+    return live.length;
   }
 
   private finishDrain(): void {
@@ -444,12 +542,23 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       { active_sessions: live.length, oldest_age_seconds: live[0]?.age_seconds },
       "drain timeout passed with calls still live; nothing was killed, investigate the stalled calls",
     );
-    this.emit("drainStuck", live);
+    this.queue({ name: "drainStuck", args: [live] });
   }
 
   private refreshMembership(): void {
-    if (this.membership === undefined) return;
-    const member = this.membership.isMember(this.deploymentVersion);
+    this.operation(() => this.refreshMembershipNow());
+  }
+
+  private refreshMembershipNow(): void {
+    if (this.membership === undefined || this.stateValue === "closed") return;
+    let member: boolean;
+    try {
+      member = this.membership.isMember(this.deploymentVersion);
+    } catch (error) {
+      // A gate that cannot answer cannot vouch for this worker: fail closed.
+      this.logger.error({ err: describeError(error) }, "membership gate threw; treating this worker as not a member");
+      member = false;
+    }
     if (member === this.memberValue) return;
     this.memberValue = member;
     this.auditLog.emit(AuditEventType.MembershipChanged, {
@@ -457,15 +566,71 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       result: member ? "member" : "not_member",
       worker_id: this.workerIdValue,
       member,
+      ...(member ? {} : { reason: this.membershipReason }),
     });
-    this.emit("membership", member);
+    this.queue({ name: "membership", args: [member] });
+  }
+
+  private recordManifestRejection(rejection: ManifestRejection): void {
+    this.auditLog.emit(MANIFEST_REJECTED_EVENT, {
+      target: rejection.source,
+      result: "rejected",
+      reason: rejection.code,
+      message: rejection.reason,
+      source: rejection.source,
+      worker_id: this.workerIdValue,
+      ...(rejection.seq === undefined ? {} : { seq: rejection.seq }),
+      ...(rejection.currentSeq === undefined ? {} : { current_seq: rejection.currentSeq }),
+    });
   }
 
   private transition(to: PoolState): void {
     const from = this.stateValue;
     if (!canTransition(from, to)) throw new Error(`internal: illegal pool state transition ${from} → ${to}`);
     this.stateValue = to;
-    this.emit("state", to, from);
+    this.queue({ name: "state", args: [to, from] });
+  }
+
+  /**
+   * Runs one state change. Events it raises are held until the outermost operation returns (or
+   * throws), so a listener always sees a finished state change: the audit record written, the
+   * counters updated, `drained` resolved. A listener that starts another operation (e.g. drains
+   * from `sessionEnded`) has its events delivered after the current ones, in order.
+   */
+  private operation<T>(fn: () => T): T {
+    this.operationDepth++;
+    try {
+      return fn();
+    } finally {
+      this.operationDepth--;
+      if (this.operationDepth === 0) this.deliverEvents();
+    }
+  }
+
+  private queue(event: QueuedEvent): void {
+    this.pendingEvents.push(event);
+  }
+
+  private deliverEvents(): void {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      let event: QueuedEvent | undefined;
+      while ((event = this.pendingEvents.shift()) !== undefined) {
+        const { name, args } = event;
+        // rawListeners keeps `once` wrappers, which remove themselves when called.
+        for (const listener of this.rawListeners(name)) {
+          isolated(name, () => (listener as (...a: unknown[]) => unknown).apply(this, args), (where, error) => this.listenerFailed(where, error));
+        }
+      }
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private listenerFailed(event: string, error: unknown): void {
+    this.metrics.listenerError(event);
+    this.logger.error({ event, err: describeError(error) }, "a pool event listener threw; it was skipped and the worker carries on");
   }
 }
 
@@ -477,6 +642,20 @@ function normalizeVersion(version: string | undefined): string | null {
   const trimmed = version.trim();
   if (trimmed === "") {
     throw new TypeError('deploymentVersion is blank: pass the version this worker runs (e.g. "v2.0.0"), or omit it for an untagged worker');
+  }
+  // The version goes into metric labels, audit records, LiveKit attributes and log lines: a
+  // control character there can forge a log line or break a parser downstream.
+  const control = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.exec(trimmed);
+  if (control !== null) {
+    const code = control[0].codePointAt(0)!.toString(16).padStart(4, "0");
+    throw new TypeError(
+      `deploymentVersion contains a control character (U+${code.toUpperCase()} at index ${control.index}); use a plain version such as "v2.0.0" or a git sha (check how APP_VERSION/OPENRTC_DEPLOYMENT_VERSION is set)`,
+    );
+  }
+  if (trimmed.length > MAX_VERSION_LENGTH) {
+    throw new TypeError(
+      `deploymentVersion is ${trimmed.length} characters, more than ${MAX_VERSION_LENGTH}; use a short version such as "v2.0.0" or a git sha`,
+    );
   }
   return trimmed;
 }

@@ -21,6 +21,8 @@ export interface SessionInfo {
   readonly metadata: Readonly<Record<string, unknown>> & { readonly tenant: string };
   /** Unix seconds. */
   readonly startedAt: number;
+  /** With `tenantPolicy: "label"`: the malformed tenant the job's metadata named (tenant is then "invalid"). */
+  readonly invalidTenant?: string;
 }
 
 export interface SessionEnd {

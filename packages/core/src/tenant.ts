@@ -1,9 +1,24 @@
 /**
  * Tenant parsing. The tenant becomes a metric label and an audit field, so it must be a short,
- * safe id; a malformed one is refused rather than silently re-labelled, because a re-label would
- * hide a caller's bug and misattribute cost.
+ * safe id. By default a malformed one is refused rather than silently re-labelled (as
+ * openrtc-python does), because a re-label would hide a caller's bug and misattribute cost. But a
+ * refusal is fleet-wide: one dispatcher change (`"acme corp"`) rejects every such call on every
+ * worker. `tenantPolicy: "label"` takes those calls under `tenant="invalid"` instead, keeps the raw
+ * value, and counts them, so the bug stays visible without turning callers away.
  */
 export const DEFAULT_TENANT = "default";
+/** The tenant a call with a malformed tenant is counted under with `tenantPolicy: "label"`. */
+export const INVALID_TENANT = "invalid";
+
+/** `"reject"`: refuse a malformed tenant (default). `"label"`: take the call under `tenant="invalid"`. */
+export type TenantPolicy = "reject" | "label";
+
+export interface ParseMetadataOptions {
+  tenantPolicy?: TenantPolicy;
+}
+
+/** Longest raw tenant value kept (as text) for a call labelled `invalid`. */
+const MAX_RAW_TENANT = 256;
 
 const TENANT_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -14,6 +29,8 @@ export class InvalidMetadataError extends Error {
 export interface ParsedMetadata {
   tenant: string;
   metadata: Readonly<Record<string, unknown>> & { readonly tenant: string };
+  /** With `tenantPolicy: "label"`: the malformed tenant as it arrived (as text, bounded). */
+  invalidTenant?: string;
 }
 
 function describe(value: unknown): string {
@@ -30,7 +47,7 @@ export function isValidTenant(value: unknown): value is string {
  * kept as `raw`, because LiveKit job metadata is free-form and such a job still belongs to the
  * default tenant.
  */
-export function parseMetadata(metadata: unknown): ParsedMetadata {
+export function parseMetadata(metadata: unknown, options: ParseMetadataOptions = {}): ParsedMetadata {
   let fields: Record<string, unknown>;
   if (metadata === undefined || metadata === null || metadata === "") {
     fields = {};
@@ -51,17 +68,37 @@ export function parseMetadata(metadata: unknown): ParsedMetadata {
   }
   const raw = fields.tenant;
   let tenant: string;
+  let invalidTenant: string | undefined;
   if (raw === undefined || raw === null) {
     tenant = DEFAULT_TENANT;
   } else if (isValidTenant(raw)) {
     tenant = raw;
+  } else if (options.tenantPolicy === "label") {
+    tenant = INVALID_TENANT;
+    invalidTenant = rawText(raw);
+    fields.invalid_tenant = invalidTenant;
   } else {
     throw new InvalidMetadataError(
       `job metadata has a malformed tenant ${describe(raw)}: a tenant must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit; fix the dispatcher that sets the job metadata`,
     );
   }
   fields.tenant = tenant;
-  return { tenant, metadata: Object.freeze(fields) as ParsedMetadata["metadata"] };
+  const parsed: ParsedMetadata = { tenant, metadata: Object.freeze(fields) as ParsedMetadata["metadata"] };
+  if (invalidTenant !== undefined) parsed.invalidTenant = invalidTenant;
+  return parsed;
+}
+
+function rawText(raw: unknown): string {
+  let text: string;
+  if (typeof raw === "string") text = raw;
+  else {
+    try {
+      text = JSON.stringify(raw) ?? String(raw);
+    } catch {
+      text = String(raw);
+    }
+  }
+  return text.length > MAX_RAW_TENANT ? `${text.slice(0, MAX_RAW_TENANT)}…` : text;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -61,9 +61,10 @@ export function openrtcAgent<A extends AgentDefinition>(agent: A, options: OpenR
     const job = ctx.job;
     let parsed;
     try {
-      parsed = parseMetadata(job.metadata);
+      // "label" here whatever the parent's policy: a job that got this far was admitted, and its
+      // observers should see it as the parent counts it under "label" (tenant "invalid").
+      parsed = parseMetadata(job.metadata, { tenantPolicy: "label" });
     } catch {
-      // The parent already refuses malformed metadata; a job that got here anyway keeps running.
       parsed = parseMetadata(undefined);
     }
     const info: SessionInfo = {
@@ -74,6 +75,7 @@ export function openrtcAgent<A extends AgentDefinition>(agent: A, options: OpenR
       tenant: parsed.tenant,
       metadata: parsed.metadata,
       startedAt: systemClock(),
+      ...(parsed.invalidTenant === undefined ? {} : { invalidTenant: parsed.invalidTenant }),
     };
     const state: JobState = { info, agentSession: null, started: undefined, observers, timeoutMs, logger };
     jobs.set(ctx, state);
@@ -82,6 +84,16 @@ export function openrtcAgent<A extends AgentDefinition>(agent: A, options: OpenR
       reporter = await SessionReporter.connect(job.id);
     } catch (error) {
       logger.error({ job_id: job.id, err: String(error) }, "could not reach the parent's session channel; the call runs but the parent cannot see it end");
+    }
+    const refusal = reporter?.refusal;
+    if (refusal !== undefined) {
+      // The parent does not count this job (e.g. its launch timeout already ended the session as
+      // cancelled, and LiveKit was told so): running it would be a call nobody tracks or drains.
+      jobs.delete(ctx);
+      const reason = `openrtc: the worker refused this job process (${refusal.reason}): ${refusal.message}`;
+      logger.error({ job_id: job.id, reason: refusal.reason }, "the parent refused this job; shutting the job down instead of running it untracked");
+      ctx.shutdown(reason);
+      return;
     }
     let status: SessionStatus = "success";
     let failure: string | undefined;

@@ -1,11 +1,15 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { once } from "node:events";
+import { connect, type Socket } from "node:net";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentPool } from "../pool.ts";
+import type { Logger } from "../logger.ts";
 import { silentLogger } from "../logger.ts";
-import { SessionChannel, SessionReporter } from "./session-channel.ts";
+import { openrtcAgent } from "./agent.ts";
+import { SESSION_KEY_ENV, SESSION_SOCKET_ENV, SessionChannel, SessionReporter, parseChannelMessage, type ChannelReply } from "./session-channel.ts";
 
 const fixture = fileURLToPath(new URL("../../test/fixtures/job-reporter.ts", import.meta.url));
 const channels: SessionChannel[] = [];
@@ -13,17 +17,53 @@ afterEach(async () => {
   await Promise.all(channels.splice(0).map((c) => c.close()));
 });
 
-async function setup(launchTimeoutMs = 60_000) {
-  const pool = new AgentPool({ deploymentVersion: "v1", logger: silentLogger });
-  const channel = await SessionChannel.listen(pool, { launchTimeoutMs });
+function recordingLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const record = (fields: object, message: string) => lines.push(`${message} ${JSON.stringify(fields)}`);
+  return { lines, debug: record, info: record, warn: record, error: record };
+}
+
+async function setup(launchTimeoutMs = 60_000, claimTimeoutMs = 10_000) {
+  const logger = recordingLogger();
+  const pool = new AgentPool({ deploymentVersion: "v1", logger });
+  const channel = await SessionChannel.listen(pool, { launchTimeoutMs, claimTimeoutMs, exportEnv: false });
   channels.push(channel);
-  return { pool, channel };
+  return { pool, channel, logger };
+}
+
+/** A raw peer on the real socket: sends lines, collects the parent's replies. */
+async function peer(channel: SessionChannel) {
+  const socket: Socket = connect(channel.path);
+  await once(socket, "connect");
+  socket.setEncoding("utf8");
+  const replies: ChannelReply[] = [];
+  let buffer = "";
+  let closed = false;
+  socket.on("data", (chunk: string) => {
+    buffer += chunk;
+    let newline;
+    while ((newline = buffer.indexOf("\n")) !== -1) {
+      replies.push(JSON.parse(buffer.slice(0, newline)) as ChannelReply);
+      buffer = buffer.slice(newline + 1);
+    }
+  });
+  socket.on("error", () => {});
+  socket.on("close", () => (closed = true));
+  const key = channel.env[SESSION_KEY_ENV]!;
+  return {
+    socket,
+    replies,
+    closed: () => closed,
+    send: (value: unknown) => socket.write(`${typeof value === "string" ? value : JSON.stringify(value)}\n`),
+    start: (job: string, withKey: string | null = key) => socket.write(`${JSON.stringify({ t: "start", job, pid: 4242, ...(withKey === null ? {} : { key: withKey }) })}\n`),
+    end: (job: string, status = "success") => socket.write(`${JSON.stringify({ t: "end", job, status })}\n`),
+  };
 }
 
 /** A real job-like child process connected to the channel. */
 async function jobProcess(channel: SessionChannel, jobId: string, raw = false) {
   const child = spawn(process.execPath, ["--import", "tsx", fixture], {
-    env: { ...process.env, OPENRTC_SESSION_SOCKET: channel.path, JOB_ID: jobId, RAW: raw ? "1" : "0" },
+    env: { ...process.env, ...channel.env, JOB_ID: jobId, RAW: raw ? "1" : "0" },
     stdio: ["pipe", "pipe", "inherit"],
   });
   let out = "";
@@ -74,24 +114,210 @@ describe("session channel (real unix socket, real child processes)", () => {
     expect(session.outcome?.error).toMatch(/never started/);
   });
 
-  test("malformed lines and invalid statuses never take the parent down", async () => {
-    const { pool, channel } = await setup();
-    const session = pool.startSession({ jobId: "j3" });
-    const job = await jobProcess(channel, "j3", true);
-    job.send("this is not json");
-    job.send(JSON.stringify({ t: "start", job: "j3", pid: 1 }));
-    job.send(JSON.stringify({ t: "end", job: "j3", status: "exploded" }));
-    await expect.poll(() => session.ended).toBe(true);
-    expect(session.outcome).toMatchObject({ status: "failed" });
-    expect(session.outcome?.error).toMatch(/invalid outcome/);
-    job.child.kill();
-  });
-
-  test("close removes the socket file; a reporter without a parent is a no-op", async () => {
+  test("close removes the socket file and its directory; a reporter without a parent is a no-op", async () => {
     const { channel } = await setup();
     expect(existsSync(channel.path)).toBe(true);
     await channels.pop()!.close();
     expect(existsSync(channel.path)).toBe(false);
+    expect(existsSync(dirname(channel.path))).toBe(false);
     expect(await SessionReporter.connect("x", "")).toBeUndefined();
+  });
+});
+
+describe("session channel: schema (every line validated, bad ones dropped with a log line)", () => {
+  test("null, arrays, garbage, overlong lines and invalid fields are dropped; the parent and the call live on", async () => {
+    const { pool, channel, logger } = await setup();
+    const session = pool.startSession({ jobId: "j3" });
+    const p = await peer(channel);
+    p.start("j3");
+    await expect.poll(() => p.replies).toEqual([{ t: "ok", job: "j3" }]);
+    for (const line of ["null", "[]", "42", '"s"', "this is not json", "{}", '{"t":"end"}', '{"t":"end","job":"j3","status":"exploded"}', '{"t":"end","job":"j3","status":"success","error":7}', '{"t":"start","job":"j3","pid":-1}', '{"t":"hello","job":"j3"}']) {
+      p.send(line);
+    }
+    p.send("x".repeat(100_000)); // no newline for a long while, then one
+    p.end("someone-else");
+    await expect.poll(() => logger.lines.filter((l) => l.includes("malformed message dropped")).length).toBeGreaterThanOrEqual(3);
+    expect(session.ended).toBe(false);
+    expect(pool.activeSessions).toBe(1);
+    p.end("j3", "failed");
+    await expect.poll(() => session.ended).toBe(true);
+    expect(session.outcome?.status).toBe("failed");
+    p.socket.destroy();
+  });
+
+  test.each([
+    ["null", /not a JSON object/],
+    ["[1]", /not a JSON object/],
+    ['{"t":"start","job":"","pid":1}', /job/],
+    [`{"t":"start","job":"${"j".repeat(300)}","pid":1}`, /job/],
+    ['{"t":"start","job":"j","pid":1.5}', /pid/],
+    ['{"t":"start","job":"j","pid":1,"key":1}', /key/],
+    ['{"t":"end","job":"j","status":"ok"}', /status/],
+    ['{"t":"nope","job":"j"}', /t must be/],
+    ["{", /not JSON/],
+  ])("parseChannelMessage(%s) is refused", (line, problem) => {
+    const parsed = parseChannelMessage(line);
+    expect(parsed.ok).toBe(false);
+    if (!parsed.ok) expect(parsed.problem).toMatch(problem);
+  });
+
+  test("parseChannelMessage bounds an end's error text", () => {
+    const parsed = parseChannelMessage(JSON.stringify({ t: "end", job: "j", status: "failed", error: "e".repeat(5000) }));
+    expect(parsed.ok && parsed.message.t === "end" && parsed.message.error!.length).toBe(2001);
+  });
+});
+
+describe("session channel: a connection may end only its own session", () => {
+  test("the socket lives in a directory only the worker's user can enter; the socket is 0600", async () => {
+    const { channel } = await setup();
+    expect(statSync(dirname(channel.path)).mode & 0o777).toBe(0o700);
+    expect(statSync(channel.path).mode & 0o777).toBe(0o600);
+  });
+
+  test("listen exports the socket path and the key for job processes by default", async () => {
+    const saved = { socket: process.env[SESSION_SOCKET_ENV], key: process.env[SESSION_KEY_ENV] };
+    try {
+      const pool = new AgentPool({ logger: silentLogger });
+      const channel = await SessionChannel.listen(pool);
+      channels.push(channel);
+      expect(process.env[SESSION_SOCKET_ENV]).toBe(channel.path);
+      expect(process.env[SESSION_KEY_ENV]).toMatch(/^[0-9a-f]{64}$/);
+    } finally {
+      for (const [name, value] of [[SESSION_SOCKET_ENV, saved.socket], [SESSION_KEY_ENV, saved.key]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
+  test("a start without the channel key, or with a wrong one, is refused and the connection closed", async () => {
+    const { pool, channel } = await setup();
+    const session = pool.startSession({ jobId: "j" });
+    for (const key of [null, "0".repeat(64), "not-hex"]) {
+      const p = await peer(channel);
+      p.start("j", key);
+      await expect.poll(() => p.closed()).toBe(true);
+      expect(p.replies).toEqual([expect.objectContaining({ t: "refused", job: "j", reason: "bad_key" })]);
+    }
+    expect(session.ended).toBe(false);
+  });
+
+  test("a second claim of a live job is refused; its end and its close do nothing; the claimant still ends it", async () => {
+    const { pool, channel } = await setup();
+    const session = pool.startSession({ jobId: "j" });
+    const owner = await peer(channel);
+    owner.start("j");
+    await expect.poll(() => owner.replies.length).toBe(1);
+    const intruder = await peer(channel);
+    intruder.start("j");
+    intruder.end("j", "failed");
+    await expect.poll(() => intruder.closed()).toBe(true);
+    expect(intruder.replies).toEqual([expect.objectContaining({ t: "refused", reason: "already_claimed" })]);
+    expect(session.ended).toBe(false);
+    owner.end("j", "success");
+    await expect.poll(() => session.outcome?.status).toBe("success");
+  });
+
+  test("a bound connection cannot end another job, nor claim a second one", async () => {
+    const { pool, channel } = await setup();
+    const a = pool.startSession({ jobId: "a" });
+    const b = pool.startSession({ jobId: "b" });
+    const p = await peer(channel);
+    p.start("a");
+    p.start("b");
+    p.end("b", "failed");
+    await expect.poll(() => p.replies.length).toBe(1);
+    p.send(""); // round trip: everything above was handled before this close
+    p.socket.end();
+    await expect.poll(() => a.ended).toBe(true);
+    expect(a.outcome?.status).toBe("failed");
+    expect(b.ended).toBe(false);
+  });
+
+  test("an end before any start is dropped; a connection that never claims is closed after the claim timeout", async () => {
+    const { pool, channel } = await setup(60_000, 50);
+    const session = pool.startSession({ jobId: "j" });
+    const p = await peer(channel);
+    p.end("j", "failed");
+    await expect.poll(() => p.closed()).toBe(true);
+    expect(session.ended).toBe(false);
+  });
+
+  test("a connection's claim covers the session it claimed, not a later session of the same job id", async () => {
+    const { pool, channel } = await setup();
+    const first = pool.startSession({ jobId: "j" });
+    const p = await peer(channel);
+    p.start("j");
+    await expect.poll(() => p.replies.length).toBe(1);
+    first.end({ status: "success" }); // ended by the parent (e.g. LiveKit terminated the job)
+    const second = pool.startSession({ jobId: "j" });
+    p.end("j", "failed");
+    p.socket.end();
+    await expect.poll(() => p.closed()).toBe(true);
+    expect(second.ended).toBe(false);
+  });
+
+  test("a job process that starts after its launch timeout ended the session is refused (no_session)", async () => {
+    const { pool, channel } = await setup(20);
+    const session = pool.startSession({ jobId: "late" });
+    channel.expectLaunch(session);
+    await expect.poll(() => session.outcome?.status).toBe("cancelled");
+    const reporter = await SessionReporter.connect("late", channel.path, { key: channel.env[SESSION_KEY_ENV] });
+    expect(reporter?.refused).toBe(true);
+    expect(reporter?.refusal).toMatchObject({ reason: "no_session" });
+    await reporter?.end("success"); // a no-op: nothing to end
+    expect(pool.runtimeSnapshot().activeSessions).toBe(0);
+  });
+
+  test("the agent wrapper shuts a refused job down with a clear reason and never runs its entry", async () => {
+    const { channel } = await setup();
+    const saved = { ...process.env };
+    Object.assign(process.env, channel.env);
+    try {
+      let entryRan = false;
+      const agent = openrtcAgent({ entry: async () => void (entryRan = true) }, { logger: silentLogger });
+      const shutdowns: string[] = [];
+      const callbacks: (() => Promise<void>)[] = [];
+      // The parts of JobContext the wrapper touches; the socket and the parent are real.
+      const ctx = {
+        job: { id: "unknown-job", agentName: "a", metadata: "", room: { name: "r" } },
+        addShutdownCallback: (cb: () => Promise<void>) => callbacks.push(cb),
+        shutdown: (reason: string) => shutdowns.push(reason),
+      };
+      await (agent.entry as (c: unknown) => Promise<void>)(ctx);
+      expect(entryRan).toBe(false);
+      expect(callbacks).toEqual([]);
+      expect(shutdowns).toEqual([expect.stringMatching(/^openrtc: the worker refused this job process \(no_session\)/)]);
+    } finally {
+      for (const name of [SESSION_SOCKET_ENV, SESSION_KEY_ENV]) {
+        if (saved[name] === undefined) delete process.env[name];
+        else process.env[name] = saved[name];
+      }
+    }
+  });
+
+  test("the agent wrapper runs an accepted job and reports its end", async () => {
+    const { pool, channel } = await setup();
+    const session = pool.startSession({ jobId: "ok-job" });
+    const saved = { ...process.env };
+    Object.assign(process.env, channel.env);
+    try {
+      const agent = openrtcAgent({ entry: async () => {} }, { logger: silentLogger });
+      const callbacks: (() => Promise<void>)[] = [];
+      const ctx = {
+        job: { id: "ok-job", agentName: "a", metadata: "", room: { name: "r" } },
+        addShutdownCallback: (cb: () => Promise<void>) => callbacks.push(cb),
+        shutdown: () => {},
+      };
+      await (agent.entry as (c: unknown) => Promise<void>)(ctx);
+      expect(session.ended).toBe(false);
+      await Promise.all(callbacks.map((cb) => cb()));
+      await expect.poll(() => session.outcome?.status).toBe("success");
+    } finally {
+      for (const name of [SESSION_SOCKET_ENV, SESSION_KEY_ENV]) {
+        if (saved[name] === undefined) delete process.env[name];
+        else process.env[name] = saved[name];
+      }
+    }
   });
 });
