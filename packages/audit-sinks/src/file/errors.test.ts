@@ -98,12 +98,25 @@ describe("disk errors", () => {
     expect(chainProblems(all)).toEqual([]);
   });
 
-  it("a failed fdatasync rejects the batch (never acknowledged) and the retry writes it once", async () => {
+  it("a failed fdatasync counts the batch as lost: it is rewritten through a fresh descriptor, once", async () => {
     const records = chain(4);
+    const warnings: string[] = [];
     const io = faultyIo({ datasync: (call) => (call === 2 ? errno("EIO", "i/o error") : undefined) });
-    const sink = fileSink({ path, io });
+    const sink = fileSink({ path, io, onWarning: (w) => warnings.push(w.code) });
     await sink.write(records.slice(0, 2));
-    await expect(sink.write(records.slice(2))).rejects.toThrow(/EIO/);
+    await sink.write(records.slice(2));
+    expect(warnings).toEqual(["fsync_failed"]);
+    expect(sink.stats()).toMatchObject({ records: 4, batches: 2 });
+    await sink.close();
+    expect((await readRecords(path)).map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
+  it("fails loudly when the rewrite after a failed fdatasync fails too (never acknowledged), and the retry writes it once", async () => {
+    const records = chain(4);
+    const io = faultyIo({ datasync: (call) => (call === 2 || call === 3 ? errno("EIO", "i/o error") : undefined) });
+    const sink = fileSink({ path, io, onWarning: () => {} });
+    await sink.write(records.slice(0, 2));
+    await expect(sink.write(records.slice(2))).rejects.toThrow(/fdatasync .* failed .* rewriting the batch through a fresh descriptor failed too/);
     expect(sink.stats()).toMatchObject({ records: 2, batches: 1 });
     await sink.write(records.slice(2));
     await sink.close();
@@ -116,6 +129,7 @@ describe("disk errors", () => {
     let sink: ReturnType<typeof fileSink> | undefined;
     const io = faultyIo({
       datasync: (call) => {
+        if (call === 2) return errno("EIO"); // the rewrite through a fresh descriptor fails too
         if (call !== 1) return undefined;
         // While the first round's fsync fails, two more batches are already waiting.
         queued.push(sink!.write(records.slice(1, 2)), sink!.write(records.slice(2, 3)));

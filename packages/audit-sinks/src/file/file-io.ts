@@ -1,4 +1,4 @@
-import { constants, fstatSync } from "node:fs";
+import { constants, fstatSync, statSync } from "node:fs";
 import { open, readdir, rename, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 
@@ -16,6 +16,16 @@ export interface AuditFileIo {
   syncDir(dir: string): Promise<void>;
   /** Mode bits of a path, or undefined if it does not exist. */
   modeOf(path: string): Promise<number | undefined>;
+  /** Inode number of a path, or undefined if it does not exist (to notice the file was replaced). */
+  inodeOf?(path: string): number | undefined;
+}
+
+/** What the sink checks of its open file before and after each write. */
+export interface AuditFileIdentity {
+  size: number;
+  ino: number;
+  /** 0 once the file was removed (`rm`): writes would go to an inode no path reaches. */
+  nlink: number;
 }
 
 export interface AuditFileHandle {
@@ -25,12 +35,23 @@ export interface AuditFileHandle {
   datasync(): Promise<void>;
   truncate(length: number): Promise<void>;
   size(): Promise<number>;
+  /** Size, inode and link count of the open file (optional for injected handles). */
+  identity?(): AuditFileIdentity;
+  /** The OS file descriptor, for the synchronous last flush at process exit (optional). */
+  readonly fd?: number;
   chmod(mode: number): Promise<void>;
   close(): Promise<void>;
 }
 
 class NodeHandle implements AuditFileHandle {
   constructor(private readonly fh: FileHandle) {}
+  get fd(): number {
+    return this.fh.fd;
+  }
+  identity(): AuditFileIdentity {
+    const st = fstatSync(this.fh.fd);
+    return { size: st.size, ino: st.ino, nlink: st.nlink };
+  }
   async write(data: Uint8Array, position: number): Promise<number> {
     return (await this.fh.write(data, 0, data.byteLength, position)).bytesWritten;
   }
@@ -71,6 +92,14 @@ export const nodeFileIo: AuditFileIo = {
       await fh.sync();
     } finally {
       await fh.close();
+    }
+  },
+  inodeOf(path) {
+    try {
+      return statSync(path).ino;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw error;
     }
   },
   async modeOf(path) {

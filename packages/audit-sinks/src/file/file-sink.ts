@@ -1,3 +1,4 @@
+import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, readdirSync, writeSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
 import { systemClock } from "@openrtc/core";
 import type { Clock } from "@openrtc/core";
@@ -35,7 +36,17 @@ export interface FileSinkOptions {
   name?: string;
 }
 
-export type FileSinkWarningCode = "torn_tail" | "permissive_mode" | "unparsable_last_line" | "stale_lock";
+export type FileSinkWarningCode =
+  | "torn_tail"
+  | "permissive_mode"
+  | "unparsable_last_line"
+  | "stale_lock"
+  /** The active file was removed, renamed (logrotate `create`) or replaced: a fresh file continues the chain. */
+  | "file_replaced"
+  /** The active file was truncated under the sink (logrotate `copytruncate`): writing goes on at its new end. */
+  | "file_truncated"
+  /** An fdatasync failed: the batch was rewritten through a freshly opened file. */
+  | "fsync_failed";
 
 export interface FileSinkWarning {
   code: FileSinkWarningCode;
@@ -86,12 +97,27 @@ export interface FileSink extends AuditSink {
   flush(): Promise<void>;
   /** Flushes, then closes the file; later writes reject. */
   close(): Promise<void>;
+  /**
+   * Writes (synchronously, fdatasync'd) every batch still queued or in flight, plus `records`
+   * not already taken: the last flush before the process exits. Runs by itself on
+   * `process.exit()` and uncaught exceptions while the sink is open.
+   */
+  writeSync(records: readonly AuditRecord[]): void;
+  /** The last record of `origin` in the log on disk (read synchronously), for resuming a chain. */
+  chainHead(origin: string): AuditChainHead | undefined;
 }
+
+/** How many recent (seq → hash) pairs per origin the sink remembers to skip repeated records. */
+const RECENT_PER_ORIGIN = 4096;
+const MAX_ORIGINS = 256;
 
 interface Pending {
   text: string;
   count: number;
   last: AuditRecord;
+  records: readonly AuditRecord[];
+  /** Settles with the batch: what a repeat of its records waits on. */
+  done: Promise<void>;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -187,6 +213,13 @@ class DurableFileSink implements FileSink {
   private closed = false;
   private holdsPath = false;
   private holdsLock = false;
+  /** Per origin, the recent records this sink took (queued or written): repeats are skipped. */
+  private readonly taken = new Map<string, Map<number, string>>();
+  /** The group being written now (the synchronous exit flush rewrites its bytes). */
+  private inflight: Pending[] = [];
+  /** Bumped by `writeSync`: an async write that was overtaken must not move `size` again. */
+  private epoch = 0;
+  private unregisterExit: (() => void) | undefined;
   private readonly counters: FileSinkStats = { records: 0, batches: 0, syncs: 0, bytes: 0, rotations: 0 };
 
   constructor(settings: Settings) {
@@ -218,16 +251,111 @@ class DurableFileSink implements FileSink {
       return Promise.reject(new FileSinkError(`audit file sink for ${this.path} is closed; records not written`));
     }
     if (records.length === 0) return Promise.resolve();
+    // Idempotent on (origin, seq): a batch the AuditLog re-sends after a timeout, while the first
+    // attempt is still queued or being written, must not reach the file twice.
+    const fresh = this.fresh(records);
+    if (fresh.length === 0) return this.settledSoFar();
     // Serialize now: the caller may reuse or mutate its objects once `write` returns.
     let text = "";
-    for (const record of records) text += `${auditLine(record)}\n`;
-    const last = records[records.length - 1] as AuditRecord;
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ text, count: records.length, last, resolve, reject });
-      this.draining ??= this.drain().finally(() => {
-        this.draining = undefined;
-      });
+    for (const record of fresh) text += `${auditLine(record)}\n`;
+    const last = fresh[fresh.length - 1] as AuditRecord;
+    this.take(fresh);
+    let resolve!: () => void;
+    let reject!: (error: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
     });
+    this.queue.push({ text, count: fresh.length, last, records: fresh, done, resolve, reject });
+    this.draining ??= this.drain().finally(() => {
+      this.draining = undefined;
+    });
+    return done;
+  }
+
+  private fresh(records: readonly AuditRecord[]): AuditRecord[] {
+    return records.filter((r) => this.taken.get(r.origin)?.get(r.seq) !== r.hash);
+  }
+
+  private take(records: readonly AuditRecord[]): void {
+    for (const r of records) {
+      let seen = this.taken.get(r.origin);
+      if (seen === undefined) {
+        seen = new Map();
+        this.taken.set(r.origin, seen);
+        if (this.taken.size > MAX_ORIGINS) this.taken.delete(this.taken.keys().next().value as string);
+      }
+      seen.set(r.seq, r.hash);
+      if (seen.size > RECENT_PER_ORIGIN) seen.delete(seen.keys().next().value as number);
+    }
+  }
+
+  /** Records that failed are forgotten, so the AuditLog's retry writes them. */
+  private forget(groups: readonly Pending[]): void {
+    for (const p of groups) for (const r of p.records) {
+      const seen = this.taken.get(r.origin);
+      if (seen?.get(r.seq) === r.hash) seen.delete(r.seq);
+    }
+  }
+
+  /** A repeat resolves once everything taken so far is durable (writes complete in order). */
+  private settledSoFar(): Promise<void> {
+    const last = this.queue[this.queue.length - 1] ?? this.inflight[this.inflight.length - 1];
+    return last === undefined ? Promise.resolve() : last.done;
+  }
+
+  writeSync(records: readonly AuditRecord[]): void {
+    const fresh = this.closed ? [] : this.fresh(records);
+    const groups = [...this.inflight, ...this.queue];
+    if (groups.length === 0 && fresh.length === 0) return;
+    const handle = this.handle;
+    const fd = handle?.fd;
+    if (handle === undefined || fd === undefined) {
+      throw new FileSinkError(`audit file ${this.path} is not open; cannot write ${fresh.length} records synchronously`);
+    }
+    let text = groups.map((p) => p.text).join("");
+    for (const record of fresh) text += `${auditLine(record)}\n`;
+    // The write in flight (if any) targets the same offsets with the same bytes: rewriting them
+    // is harmless whichever lands last.
+    const data = Buffer.from(text, "utf8");
+    let written = 0;
+    while (written < data.byteLength) written += writeSync(fd, data, written, data.byteLength - written, this.size + written);
+    fdatasyncSync(fd);
+    this.epoch += 1;
+    this.size += data.byteLength;
+    this.counters.bytes += data.byteLength;
+    this.counters.syncs += 1;
+    this.take(fresh);
+    this.queue = [];
+    this.inflight = [];
+    for (const p of groups) {
+      this.counters.records += p.count;
+      this.counters.batches += 1;
+      p.resolve();
+    }
+    const last = fresh[fresh.length - 1] ?? groups[groups.length - 1]?.last;
+    if (last !== undefined) this.last = last;
+  }
+
+  chainHead(origin: string): AuditChainHead | undefined {
+    const base = auditFileBase(this.path);
+    let files: string[];
+    try {
+      const names = readdirSyncSafe(base.dir);
+      const rotated = names
+        .map((name) => rotatedAuditFileIndex(this.path, name))
+        .filter((i): i is number => i !== undefined)
+        .sort((a, b) => b - a)
+        .map((i) => rotatedAuditFilePath(this.path, i));
+      files = [this.path, ...rotated];
+    } catch {
+      return undefined;
+    }
+    for (const file of files) {
+      const head = lastOfOriginSync(file, origin);
+      if (head !== undefined) return head;
+    }
+    return undefined;
   }
 
   async flush(): Promise<void> {
@@ -238,6 +366,8 @@ class DurableFileSink implements FileSink {
     if (this.closed) return;
     this.closed = true;
     await this.flush();
+    this.unregisterExit?.();
+    this.unregisterExit = undefined;
     if (this.opening !== undefined) await this.opening.catch(() => undefined);
     const handle = this.handle;
     this.handle = undefined;
@@ -265,18 +395,25 @@ class DurableFileSink implements FileSink {
       try {
         await this.open();
       } catch (error) {
-        for (const p of this.queue.splice(0)) p.reject(error);
+        const failed = this.queue.splice(0);
+        this.forget(failed);
+        for (const p of failed) p.reject(error);
         continue;
       }
       const group = this.queue.splice(0);
+      this.inflight = group;
       try {
         await this.commit(group);
       } catch (error) {
         // Batches already durable were resolved by `commit`; the rest fail, and so does every
         // batch queued behind them: writing those now would leave a gap in the file that the
         // caller's retry of the failed ones could only fill out of order.
+        const behind = this.queue.splice(0);
+        this.forget([...group, ...behind]);
         for (const p of group) p.reject(error);
-        for (const p of this.queue.splice(0)) p.reject(error);
+        for (const p of behind) p.reject(error);
+      } finally {
+        this.inflight = [];
       }
     }
   }
@@ -320,8 +457,13 @@ class DurableFileSink implements FileSink {
     return this.s.clock() - this.startedAt >= this.s.maxAgeSeconds;
   }
 
-  /** Writes at the end of the file and makes it durable; on failure leaves `size` as it was. */
+  /**
+   * Writes at the end of the file and makes it durable; on failure leaves `size` as it was.
+   * Before and after, checks the file is still the one at `path` (not removed, renamed or
+   * replaced) and not truncated, so an acknowledged batch is always reachable at `path`.
+   */
   private async append(data: Buffer): Promise<void> {
+    await this.checkIdentity();
     const handle = this.handle;
     if (handle === undefined) throw new FileSinkError(`audit file ${this.path} is not open`);
     const actual = await handle.size();
@@ -331,22 +473,100 @@ class DurableFileSink implements FileSink {
           "records not written (one writer per file)",
       );
     }
+    const epoch = this.epoch;
     try {
-      let written = 0;
-      while (written < data.byteLength) {
-        const n = await handle.write(data.subarray(written), this.size + written);
-        if (n <= 0) throw new Error("write returned 0 bytes");
-        written += n;
-      }
-      await handle.datasync();
-      this.counters.syncs += 1;
+      await this.writeAt(handle, data);
     } catch (error) {
       this.dirty = true;
       await this.cut(handle).catch(() => undefined);
       throw new FileSinkError(`cannot write audit records to ${this.path}: ${describe(error)}`, { cause: error });
     }
+    try {
+      await handle.datasync();
+    } catch (error) {
+      // After a failed fsync the kernel may have dropped the dirty pages and marked them clean: a
+      // second fsync could "succeed" with the data lost. Treat the bytes as lost and rewrite them
+      // through a fresh descriptor; if that fails too, fail loudly.
+      await this.rewriteAfterFsyncFailure(data, error);
+    }
+    if (epoch !== this.epoch) return; // writeSync already wrote (and counted) these bytes
+    this.counters.syncs += 1;
     this.size += data.byteLength;
     this.counters.bytes += data.byteLength;
+    // Removed or renamed while we wrote: put the batch in the file at `path` too before acknowledging.
+    if (this.replaced()) {
+      this.warn("file_replaced", `audit file ${this.path} was removed or replaced during a write; the batch is written again to a fresh ${this.path}`);
+      await this.reopenFresh();
+      await this.writeAt(this.handle as AuditFileHandle, data);
+      await (this.handle as AuditFileHandle).datasync();
+      this.size += data.byteLength;
+    }
+  }
+
+  private async writeAt(handle: AuditFileHandle, data: Buffer): Promise<void> {
+    let written = 0;
+    while (written < data.byteLength) {
+      const n = await handle.write(data.subarray(written), this.size + written);
+      if (n <= 0) throw new Error("write returned 0 bytes");
+      written += n;
+    }
+  }
+
+  private async rewriteAfterFsyncFailure(data: Buffer, first: unknown): Promise<void> {
+    const old = this.handle as AuditFileHandle;
+    this.handle = undefined;
+    await old.close().catch(() => undefined);
+    try {
+      const handle = await this.s.io.open(this.path, { create: false, mode: this.s.mode });
+      this.handle = handle;
+      await handle.truncate(this.size);
+      await this.writeAt(handle, data);
+      await handle.datasync();
+    } catch (error) {
+      this.dirty = true;
+      // Leave no unacknowledged bytes behind (best effort; the next write cuts them otherwise).
+      await this.handle?.truncate(this.size).then(() => {
+        this.dirty = false;
+      }, () => undefined);
+      throw new FileSinkError(
+        `fdatasync of ${this.path} failed (${describe(first)}) and rewriting the batch through a fresh descriptor failed too (${describe(error)}): ` +
+          "the records are not durable; the audit log keeps them and retries",
+        { cause: error },
+      );
+    }
+    this.warn("fsync_failed", `fdatasync of audit file ${this.path} failed (${describe(first)}); the batch was rewritten through a fresh descriptor and synced`);
+  }
+
+  /** True when the open file is no longer what `path` names (removed, renamed, replaced). */
+  private replaced(): boolean {
+    const handle = this.handle;
+    const id = handle?.identity?.();
+    if (id === undefined || this.s.io.inodeOf === undefined) return false;
+    if (id.nlink === 0) return true;
+    return this.s.io.inodeOf(this.path) !== id.ino;
+  }
+
+  /** Follows logrotate and operators: a replaced file gets a fresh one, a truncated one continues at its end. */
+  private async checkIdentity(): Promise<void> {
+    if (this.handle === undefined) return;
+    if (this.replaced()) {
+      this.warn("file_replaced", `audit file ${this.path} was removed, renamed or replaced; the chain continues in a fresh file at ${this.path}`);
+      await this.reopenFresh();
+      return;
+    }
+    const id = this.handle.identity?.();
+    if (id !== undefined && id.size < this.size && !this.dirty) {
+      this.warn("file_truncated", `audit file ${this.path} was truncated to ${id.size} bytes (copytruncate?); writing continues at its end`);
+      this.size = id.size;
+    }
+  }
+
+  private async reopenFresh(): Promise<void> {
+    const old = this.handle;
+    this.handle = undefined;
+    this.openInfo = undefined;
+    await old?.close().catch(() => undefined);
+    await this.recoverOrCreate();
   }
 
   /** Removes whatever a failed write left past the last acknowledged byte. */
@@ -364,6 +584,8 @@ class DurableFileSink implements FileSink {
     const target = rotatedAuditFilePath(this.path, this.nextIndex);
     try {
       await this.s.io.rename(this.path, target);
+      // The rename is durable only once the directory is: a crash must not undo a rotation.
+      await this.s.io.syncDir(auditFileBase(this.path).dir);
     } catch (error) {
       throw new FileSinkError(`cannot rotate ${this.path} to ${target}: ${describe(error)}`, { cause: error });
     }
@@ -406,7 +628,9 @@ class DurableFileSink implements FileSink {
     }
     try {
       if (!this.holdsLock) await this.lock();
-      return await this.recoverOrCreate();
+      const info = await this.recoverOrCreate();
+      this.unregisterExit ??= onProcessExit(() => this.writeSync([]));
+      return info;
     } catch (error) {
       await this.release();
       throw error;
@@ -565,6 +789,11 @@ class DurableFileSink implements FileSink {
   }
 }
 
+/** Error text for messages that already say what failed: no leading "Error: ". */
+function describe(error: unknown): string {
+  return describeError(error).replace(/^Error: /, "");
+}
+
 function timestampOf(line: string): number | undefined {
   try {
     const value = (JSON.parse(line) as { timestamp?: unknown }).timestamp;
@@ -578,12 +807,6 @@ function octal(mode: number): string {
   return `0o${mode.toString(8).padStart(3, "0")}`;
 }
 
-function describe(error: unknown): string {
-  const e = error as NodeJS.ErrnoException;
-  const message = String(e?.message ?? error);
-  // Node's fs messages already start with the code ("ENOENT: no such file...").
-  return e?.code !== undefined && !message.startsWith(e.code) ? `${e.code}: ${message}` : message;
-}
 
 function openError(path: string, error: unknown): FileSinkError {
   const code = (error as NodeJS.ErrnoException)?.code;
@@ -598,4 +821,47 @@ function openError(path: string, error: unknown): FileSinkError {
             ? "`path` must name a file inside an existing directory"
             : "check the path";
   return new FileSinkError(`cannot open audit file ${path}: ${describe(error)}; ${hint}`, { cause: error });
+}
+
+function readdirSyncSafe(dir: string): string[] {
+  return readdirSync(dir);
+}
+
+/** The last record of `origin` in `file`, reading backwards in chunks (synchronous, for startup). */
+function lastOfOriginSync(file: string, origin: string): AuditChainHead | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    const needle = `"origin":${JSON.stringify(origin)},`;
+    let end = fstatSync(fd).size;
+    let carry = Buffer.alloc(0);
+    while (end > 0) {
+      const start = Math.max(0, end - (1 << 16));
+      const chunk = Buffer.alloc(end - start);
+      readSync(fd, chunk, 0, chunk.byteLength, start);
+      const buf = Buffer.concat([chunk, carry]);
+      const lines = buf.toString("utf8").split("\n");
+      // The first piece may be cut mid-line unless the chunk starts the file.
+      carry = start === 0 ? Buffer.alloc(0) : Buffer.from(lines.shift() ?? "", "utf8");
+      for (let i = lines.length - 1; i >= 0; i -= 1) {
+        const line = lines[i] as string;
+        if (!line.includes(needle)) continue;
+        try {
+          const r = JSON.parse(line) as AuditRecord;
+          if (r.origin === origin && Number.isSafeInteger(r.seq) && typeof r.hash === "string") return { origin, seq: r.seq, hash: r.hash };
+        } catch {
+          // a torn or foreign line: keep looking further back
+        }
+      }
+      if (start === 0 && carry.byteLength === 0) break;
+      end = start;
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }

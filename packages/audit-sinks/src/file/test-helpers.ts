@@ -101,6 +101,8 @@ export function faultyIo(faults: Faults): AuditFileIo & { calls: Record<string, 
   const wrap = (inner: AuditFileHandle): AuditFileHandle => ({
     read: (into, position) => inner.read(into, position),
     size: () => inner.size(),
+    ...(inner.identity ? { identity: () => inner.identity!() } : {}),
+    ...(inner.fd === undefined ? {} : { fd: inner.fd }),
     chmod: (mode) => inner.chmod(mode),
     close: () => inner.close(),
     async write(data, position) {
