@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -550,5 +550,175 @@ describe("sources", () => {
       });
     });
     expect({ code, output: output.trim() }).toEqual({ code: 0, output: "member" });
+  });
+});
+
+describe("ManifestGate: expiry, state file, minSeq, GET /manifest status", () => {
+  let stateDir: string;
+  beforeEach(() => {
+    stateDir = mkdtempSync(path.join(tmpdir(), "openrtc-manifest-state-"));
+  });
+  afterEach(() => {
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  function signed(seq: number, versions: string[], issuedAt: number, expiresAt?: number) {
+    return signManifest({ seq, activeVersions: versions, issuedAt, ...(expiresAt === undefined ? {} : { expiresAt }), secret: SECRET });
+  }
+
+  it("a manifest without expires_at, or with expires_at not after issued_at, is malformed", () => {
+    const { gate, rejections } = makeGate();
+    const { expires_at: _dropped, ...withoutExpiry } = signed(1, ["v1"], 4000);
+    expect(gate.offer(withoutExpiry, "t")).toMatchObject({ accepted: false, code: "malformed" });
+    expect(rejections[0]?.reason).toMatch(/expires_at is missing/);
+    expect(() => signed(1, ["v1"], 4000, 4000)).toThrow(/expiresAt must be later than issuedAt/);
+    expect(gate.offer({ ...signed(1, ["v1"], 4000), expires_at: 3000 }, "t")).toMatchObject({ code: "malformed" });
+  });
+
+  it("expires_at is signed: moving it forward breaks the signature", () => {
+    const { gate } = makeGate();
+    const m = signed(1, ["v1"], 4000, 6000);
+    expect(gate.offer({ ...m, expires_at: 9e9 }, "t")).toMatchObject({ accepted: false, code: "bad_signature" });
+  });
+
+  it("an already expired manifest is refused (expired); the current one stays", () => {
+    const { gate, rejections } = makeGate();
+    gate.offer(signed(1, ["v1"], 4000, 9000), "t");
+    expect(gate.offer(signed(2, ["v2"], 1000, 4999), "t")).toMatchObject({ accepted: false, code: "expired" });
+    expect(rejections.at(-1)).toMatchObject({ code: "expired", seq: 2, currentSeq: 1 });
+    expect(gate.isMember("v1")).toBe(true);
+  });
+
+  it("the current manifest stops counting once the clock passes expires_at; subscribers are told; a newer one restores it", () => {
+    let now = 5000;
+    const { gate, changes } = makeGate({ clock: () => now });
+    gate.offer(signed(1, ["v1"], 4000, 5100), "t");
+    expect(changes()).toBe(1);
+    now = 5100;
+    expect(gate.isMember("v1")).toBe(false);
+    expect(gate.reason("v1")).toBe("manifest_expired");
+    gate.refresh();
+    expect(changes()).toBe(2);
+    expect(gate.status()).toMatchObject({ state: "expired", seq: 1 });
+    gate.offer(signed(2, ["v1"], 5100, 9000), "t");
+    expect(gate.isMember("v1")).toBe(true);
+    expect(changes()).toBe(3);
+  });
+
+  it("with failOpen an expired manifest counts as none: every version is a member again", () => {
+    let now = 5000;
+    const { gate } = makeGate({ clock: () => now, failOpen: true });
+    gate.offer(signed(1, ["v2"], 4000, 5100), "t");
+    expect(gate.isMember("v1")).toBe(false);
+    now = 6000;
+    expect(gate.isMember("v1")).toBe(true);
+  });
+
+  it("the expiry timer tells subscribers by itself (real clock)", async () => {
+    const gate = new ManifestGate({ secrets: [SECRET], logger: { debug() {}, info() {}, warn() {}, error() {} } });
+    let told = 0;
+    gate.subscribe(() => told++);
+    const now = Date.now() / 1000;
+    gate.offer(signed(1, ["v1"], now - 1, now + 0.05), "t");
+    await waitFor(() => told === 2, "the expiry notification");
+    expect(gate.reason("v1")).toBe("manifest_expired");
+    gate.close();
+  });
+
+  it("status() shows seq, versions, issued/expiry times and source, never the signature", () => {
+    const { gate } = makeGate({ minSeq: 3 });
+    expect(gate.status()).toEqual({
+      state: "none",
+      seq: null,
+      active_versions: null,
+      issued_at: null,
+      expires_at: null,
+      source: null,
+      accepted_at: null,
+      fail_open: false,
+      min_seq: 3,
+    });
+    const m = signed(4, ["v1", "v2"], 4000, 9000);
+    gate.offer(m, "file:/etc/m.json");
+    const status = gate.status();
+    expect(status).toEqual({
+      state: "active",
+      seq: 4,
+      active_versions: ["v1", "v2"],
+      issued_at: 4000,
+      expires_at: 9000,
+      source: "file:/etc/m.json",
+      accepted_at: 5000,
+      fail_open: false,
+      min_seq: 4,
+    });
+    expect(JSON.stringify(status)).not.toContain(m.signature);
+  });
+
+  it("minSeq refuses anything below it", () => {
+    const { gate, rejections } = makeGate({ minSeq: 5 });
+    expect(gate.offer(signed(4, ["v1"], 4000), "t")).toMatchObject({ accepted: false, code: "stale_seq" });
+    expect(rejections[0]?.reason).toMatch(/lowest acceptable seq 5/);
+    expect(gate.offer(signed(5, ["v1"], 4000), "t").accepted).toBe(true);
+  });
+
+  it("minSeq must be a non-negative integer", () => {
+    expect(() => makeGate({ minSeq: -1 })).toThrow(/minSeq must be a non-negative integer/);
+  });
+
+  it("the state file persists the highest seq: a restarted gate refuses older, re-accepts the same, refuses a different one at that seq", () => {
+    const stateFile = path.join(stateDir, "state.json");
+    const first = makeGate({ stateFile }).gate;
+    const seven = signed(7, ["v2"], 4000);
+    expect(first.offer(seven, "t").accepted).toBe(true);
+    const text = readFileSync(stateFile, "utf8");
+    expect(JSON.parse(text)).toMatchObject({ format: "openrtc.manifest-state.v1", seq: 7, digest: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(text).not.toContain(seven.signature);
+    expect(statSync(stateFile).mode & 0o777).toBe(0o600);
+
+    const restarted = makeGate({ stateFile });
+    expect(restarted.gate.offer(signed(1, ["v1"], 1577836800), "t")).toMatchObject({ accepted: false, code: "stale_seq" });
+    expect(restarted.gate.offer(signed(7, ["v1"], 4000), "t")).toMatchObject({ accepted: false, code: "conflicting_seq" });
+    expect(restarted.gate.offer(seven, "t")).toMatchObject({ accepted: true, changed: true });
+    expect(restarted.gate.isMember("v2")).toBe(true);
+    expect(restarted.gate.offer(signed(8, ["v3"], 4000), "t").accepted).toBe(true);
+    expect(JSON.parse(readFileSync(stateFile, "utf8")).seq).toBe(8);
+  });
+
+  it("a corrupt or foreign state file is an error at construction that says what to do", () => {
+    const stateFile = path.join(stateDir, "state.json");
+    writeFileSync(stateFile, "{not json");
+    expect(() => makeGate({ stateFile })).toThrow(/not a manifest state file .* delete it to start over/);
+    writeFileSync(stateFile, JSON.stringify({ format: "openrtc.manifest-state.v1", seq: -3, digest: "x" }));
+    expect(() => makeGate({ stateFile })).toThrow(/not a manifest state file/);
+  });
+
+  it("a state file that cannot be written does not refuse the authentic newer manifest; the error is logged", () => {
+    const stateFile = path.join(stateDir, "missing-dir", "state.json");
+    const { gate, logs } = makeGate({ stateFile });
+    expect(gate.offer(signed(1, ["v1"], 4000), "t").accepted).toBe(true);
+    expect(logs.some((l) => l.includes("could not write the manifest state file"))).toBe(true);
+  });
+
+  it("rejections before the first rejection subscriber are kept (bounded) and delivered on subscribe", () => {
+    const { gate } = makeGate();
+    for (let i = 0; i < 20; i++) gate.offer("garbage", `s${i}`);
+    const seen: string[] = [];
+    gate.subscribeRejections((r) => seen.push(r.source));
+    expect(seen).toHaveLength(16);
+    expect(seen[0]).toBe("s4");
+    gate.offer("garbage", "later");
+    expect(seen.at(-1)).toBe("later");
+  });
+
+  it("an offered object with throwing getters is malformed, never a throw", () => {
+    const { gate } = makeGate();
+    const hostile = Object.defineProperty({}, "seq", {
+      enumerable: true,
+      get() {
+        throw new Error("getter boom");
+      },
+    });
+    expect(gate.offer(hostile, "t")).toMatchObject({ accepted: false, code: "malformed" });
   });
 });

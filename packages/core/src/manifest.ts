@@ -414,6 +414,8 @@ export class ManifestGate implements MembershipGate {
   #acceptedAt: number | null = null;
   #currentSource: string | null = null;
   #expired = false;
+  // Whether subscribers were told about the current manifest's expiry (isMember may notice it first).
+  #expiryAnnounced = false;
   #expiryTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -513,9 +515,9 @@ export class ManifestGate implements MembershipGate {
    * just expired. A timer does this at `expires_at`; call it yourself with a manual clock.
    */
   refresh(): void {
-    const wasExpired = this.#expired;
     this.#valid();
-    if (this.#expired && !wasExpired) {
+    if (this.#expired && !this.#expiryAnnounced) {
+      this.#expiryAnnounced = true;
       this.#log("warn", "the active manifest expired; it no longer counts (reason manifest_expired)", {
         source: this.#currentSource,
         seq: this.#current?.seq,
@@ -582,6 +584,7 @@ export class ManifestGate implements MembershipGate {
     this.#acceptedAt = now;
     this.#currentSource = source;
     this.#expired = false;
+    this.#expiryAnnounced = false;
     this.#armExpiry(manifest.expires_at - now);
     this.#log("info", "manifest accepted", {
       source,

@@ -223,6 +223,15 @@ describe("MembershipVerifier failures", () => {
     expect(error.message).toMatch(/clock skew/);
   });
 
+  it("future: a millisecond or microsecond timestamp is named as such, with the fix", () => {
+    const realClock = new MembershipVerifier({ secrets: [SECRET], clock: () => 1_790_000_000 });
+    const ms = failure(realClock, claim({ timestamp: 1_790_000_000_123 }));
+    expect(ms.code).toBe("future");
+    expect(ms.message).toMatch(/looks like milliseconds \(Date\.now\(\)\): pass Unix seconds, Date\.now\(\) \/ 1000/);
+    const us = failure(realClock, claim({ timestamp: 1_790_000_000_123_456 }));
+    expect(us.message).toMatch(/looks like microseconds/);
+  });
+
   it("version_mismatch: a valid token for another version", () => {
     const error = failure(verifier, claim({ version: "v1.0.0" }));
     expect(error.code).toBe("version_mismatch");

@@ -197,6 +197,18 @@ export function isHexDigest(token: unknown): token is string {
   return typeof token === "string" && token.length === 64 && HEX64.test(token);
 }
 
+/**
+ * Says how far in the future a token is dated, and names the usual mistake: a timestamp in
+ * milliseconds (`Date.now()`) or microseconds where Unix seconds (`Date.now() / 1000`, Python's
+ * `time.time()`) belong. Any real clock's seconds are below 1e11 until the year 5138.
+ */
+function futureMessage(timestamp: number, ahead: number, maxAgeSeconds: number): string {
+  const base = `membership token is dated ${ahead.toFixed(3)} s in the future, more than maxAgeSeconds=${maxAgeSeconds}`;
+  if (timestamp >= 1e14) return `${base}; its timestamp ${timestamp} looks like microseconds: pass Unix seconds (e.g. time.time() in Python)`;
+  if (timestamp >= 1e11) return `${base}; its timestamp ${timestamp} looks like milliseconds (Date.now()): pass Unix seconds, Date.now() / 1000`;
+  return `${base}; check clock skew`;
+}
+
 const MALFORMED_TOKEN = "membership token must be 64 lowercase hex characters (an HMAC-SHA256 digest)";
 
 /** Checks membership tokens. Construct once and reuse: secrets are imported at construction. */
@@ -274,11 +286,7 @@ export class MembershipVerifier {
         new MembershipError("stale", `membership token is ${age.toFixed(3)} s old, more than maxAgeSeconds=${this.maxAgeSeconds}; re-sign it`);
     }
     if (-age > this.maxAgeSeconds) {
-      return () =>
-        new MembershipError(
-          "future",
-          `membership token is dated ${(-age).toFixed(3)} s in the future, more than maxAgeSeconds=${this.maxAgeSeconds}; check clock skew`,
-        );
+      return () => new MembershipError("future", futureMessage(timestamp, -age, this.maxAgeSeconds));
     }
     const message = `${this.#prefix(version, workerId)}${pythonFloatRepr(timestamp)}"]`;
     if (!hmacMatchesAny(this.#keys, message, token)) {
