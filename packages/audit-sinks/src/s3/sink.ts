@@ -1,3 +1,5 @@
+import { mkdir, open } from "node:fs/promises";
+import { join } from "node:path";
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
 import type { AuditRecord, AuditSink } from "@openrtc/core/audit";
 import { systemClock } from "@openrtc/core";
@@ -59,6 +61,12 @@ export interface S3SinkStats {
   uploadedRecords: number;
   /** Spool lines that no longer parsed and were moved to `<spoolDir>/quarantine.jsonl`. */
   quarantinedLines: number;
+  /**
+   * Objects whose key already held different bytes (two writers, or a restart that reused a
+   * fixed origin without resuming its chain). Never overwritten: the batch is kept in
+   * `<spoolDir>/collisions/` and reported here and in `lastError`.
+   */
+  collisions: number;
   /** The last upload failure (`null` once an upload succeeds again). */
   lastError: string | null;
   /** Failed uploads since the last success. */
@@ -120,6 +128,7 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
   let uploadedRecords = 0;
   let lastError: string | null = null;
   let consecutiveFailures = 0;
+  let collisions = 0;
   let closed = false;
   let flushWaiters: { target: number; resolve: () => void }[] = [];
   let wake: (() => void) | undefined;
@@ -131,6 +140,7 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
     uploadedObjects,
     uploadedRecords,
     quarantinedLines: spool.quarantinedLines,
+    collisions,
     lastError,
     consecutiveFailures,
     oldestSpooledAgeSeconds: spool.oldestAgeSeconds(),
@@ -173,13 +183,36 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
     });
   }
 
-  async function upload(batch: SpoolBatch): Promise<void> {
+  /** The bytes already under `key`, or undefined when there is no such object. */
+  async function existing(key: string): Promise<Buffer | undefined> {
+    try {
+      const out = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), {
+        abortSignal: AbortSignal.any([stopping.signal, AbortSignal.timeout(settings.requestTimeoutMs)]),
+      });
+      return Buffer.from(await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+    } catch (error) {
+      const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === "NoSuchKey" || e.name === "NotFound" || e.$metadata?.httpStatusCode === 404) return undefined;
+      throw new S3SinkError(`GetObject s3://${options.bucket}/${key} failed: ${describe(error)}`, { cause: error });
+    }
+  }
+
+  /**
+   * Never overwrites: the put is conditional (`If-None-Match: *`, atomic on S3), and the key is
+   * checked first for stores that ignore the condition. The same bytes already there are a
+   * re-upload after a crash (success); other bytes are a collision, kept and reported.
+   * Returns false on a collision.
+   */
+  async function upload(batch: SpoolBatch): Promise<boolean> {
     const key = auditObjectKey(prefix, batch);
+    const there = await existing(key);
+    if (there !== undefined) return there.equals(Buffer.from(batch.body)) ? true : collide(key, batch);
     const lock = settings.objectLock;
     const command = new sdk.PutObjectCommand({
       Bucket: options.bucket,
       Key: key,
       Body: batch.body,
+      IfNoneMatch: "*",
       ContentType: "application/x-ndjson",
       ...(lock && {
         ObjectLockMode: lock.mode,
@@ -191,12 +224,41 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
     const timeout = AbortSignal.timeout(settings.requestTimeoutMs);
     try {
       await client.send(command, { abortSignal: AbortSignal.any([stopping.signal, timeout]) });
+      return true;
     } catch (error) {
+      const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 412 || status === 409) {
+        // Someone wrote the key between our check and our put.
+        const now = await existing(key);
+        if (now !== undefined && now.equals(Buffer.from(batch.body))) return true;
+        return collide(key, batch);
+      }
       const reason = timeout.aborted
         ? `no response within requestTimeoutMs=${settings.requestTimeoutMs} (${describe(error)})`
         : describe(error);
       throw new S3SinkError(`PutObject s3://${options.bucket}/${key} failed: ${reason}`, { cause: error });
     }
+  }
+
+  /** Keeps a colliding batch beside the spool (durably) and reports it; never overwrites S3. */
+  async function collide(key: string, batch: SpoolBatch): Promise<false> {
+    collisions += 1;
+    const dir = join(options.spoolDir, "collisions");
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const file = join(dir, `${key.replace(/[^A-Za-z0-9._-]+/g, "_")}.${Date.now()}.jsonl`);
+    const fh = await open(file, "wx", 0o600);
+    try {
+      await fh.writeFile(batch.body);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    const dirHandle = await open(dir, "r");
+    await dirHandle.sync().finally(() => dirHandle.close());
+    lastError =
+      `collision: s3://${options.bucket}/${key} already holds other records (another writer, or a fixed origin restarted without resuming its chain); ` +
+      `not overwritten; this batch was kept in ${file}`;
+    return false;
   }
 
   async function run(): Promise<void> {
@@ -226,12 +288,14 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
           continue;
         }
         await spool.announce(batch);
-        await upload(batch);
-        uploaded = true;
-        uploadedObjects += 1;
-        uploadedRecords += batch.records;
-        consecutiveFailures = 0;
-        lastError = null;
+        if (await upload(batch)) {
+          uploaded = true;
+          uploadedObjects += 1;
+          uploadedRecords += batch.records;
+          consecutiveFailures = 0;
+          lastError = null;
+        }
+        // A collision was kept under collisions/ (and reported): the spool moves on past it.
         await spool.complete(batch);
       } catch (error) {
         if (stopping.signal.aborted) break;
