@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
+import { startChild } from "../test/child.ts";
 import { AgentPool } from "./pool.ts";
 import { attachProcessLifecycle } from "./lifecycle.ts";
 import { silentLogger } from "./logger.ts";
@@ -20,38 +20,16 @@ interface Worker {
 
 /** Starts the fixture as a real child process and follows its stdout line by line. */
 async function startWorker(): Promise<Worker> {
-  const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", fixture], { stdio: ["pipe", "pipe", "pipe"] });
-  const lines: string[] = [];
-  const waiters: { prefix: string; resolve: (line: string) => void }[] = [];
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d.toString()));
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    lines.push(line);
-    for (const w of [...waiters]) {
-      if (line.startsWith(w.prefix)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
-    }
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-  const waitFor = (prefix: string) => {
-    const seen = lines.find((l) => l.startsWith(prefix));
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise<string>((resolve, reject) => {
-      waiters.push({ prefix, resolve });
-      void exited.then(() => reject(new Error(`worker exited before printing ${prefix}; stderr: ${stderr}`)));
-    });
-  };
-  const ready = await waitFor("READY ");
+  const c = startChild(fixture);
+  const ready = await c.waitFor("READY ");
   return {
-    child,
+    child: c.child,
     url: ready.slice("READY ".length),
-    lines,
-    waitFor,
-    send: (command) => child.stdin.write(`${command}\n`),
-    exited,
-    audit: () => lines.filter((l) => l.startsWith("AUDIT ")).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>),
+    lines: c.lines,
+    waitFor: c.waitFor,
+    send: (command) => c.child.stdin.write(`${command}\n`),
+    exited: c.exited,
+    audit: () => c.lines.filter((l) => l.startsWith("AUDIT ")).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>),
   };
 }
 

@@ -69,7 +69,7 @@ export async function runApp(pool: AgentPool, init: ServerOptions | ServerOption
   }
 
   const opts: ServerOptionsInit = {
-    ...init,
+    ...withoutDevelopmentDefaults(init),
     wsURL: command.url ?? init.wsURL,
     apiKey: command.apiKey ?? init.apiKey,
     apiSecret: command.apiSecret ?? init.apiSecret,
@@ -158,4 +158,16 @@ function configurationProblem(pool: AgentPool, opts: ServerOptionsInit, attachOp
     return error instanceof Error ? error.message : String(error);
   }
   return undefined;
+}
+
+/**
+ * A `ServerOptions` built without `production` already holds the development load threshold
+ * (Infinity); spread into production options it would switch the SDK's overload protection
+ * off, as it does under agents-js' own `cli.runApp`. Drop it so production's 0.7 applies; an
+ * explicit threshold, or a plain object, is kept as given.
+ */
+function withoutDevelopmentDefaults(init: ServerOptions | ServerOptionsInit): ServerOptionsInit {
+  if (!(init instanceof ServerOptions) || init.production || init.simulation || init.loadThreshold !== Infinity) return init;
+  const { loadThreshold: _developmentDefault, ...rest } = init;
+  return rest;
 }

@@ -1,3 +1,4 @@
+import { createServer } from "node:net";
 import { AgentServer, JobRequest, ServerOptions } from "@livekit/agents";
 import type { AgentPool, Session } from "../pool.ts";
 import type { SessionInfo, SessionOutcome } from "../sessions.ts";
@@ -59,6 +60,9 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   process.env[SESSION_SOCKET_ENV] = channel.path;
   if (pool.deploymentVersion !== null) process.env[DEPLOYMENT_VERSION_ENV] = pool.deploymentVersion;
   if ((process.env.LIVEKIT_AGENT_DEPLOYMENT ?? "") !== deployment) process.env.LIVEKIT_AGENT_DEPLOYMENT = deployment;
+  // agents-js reads `port || 8081` in production, so an explicit 0 ("any free port", as in
+  // Node) would make every worker on a host fight for 8081: pick a free one instead.
+  if (init.port === 0) init = { ...init, port: await freePort(init.host ?? "0.0.0.0") };
   const versionAttributes: Record<string, string> = pool.deploymentVersion === null ? {} : { [DEPLOYMENT_VERSION_ATTRIBUTE]: pool.deploymentVersion };
 
   const servers = new Set<AgentServer>();
@@ -203,4 +207,16 @@ export async function createAgentServer(pool: AgentPool, init: ServerOptionsInit
   const server = new AgentServer(binding.options);
   binding.attach(server);
   return { server, binding };
+}
+
+/** A TCP port free on `host` right now (the SDK's health server binds it moments later). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, host, () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
 }
