@@ -24,6 +24,8 @@ export const METRIC_NAMES = {
 export const EXTRA_METRIC_NAMES = {
   invalidTenants: "openrtc_invalid_tenants_total",
   listenerErrors: "openrtc_listener_errors_total",
+  auditRecordsDropped: "openrtc_audit_records_dropped_total",
+  auditQueueDepth: "openrtc_audit_queue_depth",
 } as const;
 
 /** The label an audit event type past the cap (or not shaped like one) is counted under. */
@@ -97,6 +99,9 @@ export class PoolMetrics {
   private readonly dropped: Counter;
   private readonly auditEvents: Counter<"event">;
   private readonly auditSinkErrors: Counter<"sink">;
+  private readonly auditRecordsDropped: Counter<"sink">;
+  /** Read at scrape time: the audit log's per-sink backlog (set by `trackAuditQueues`). */
+  private auditQueues: (() => readonly { name: string; pending: number }[]) | undefined;
   private readonly invalidTenants: Counter;
   private readonly listenerErrors: Counter<"event">;
   private readonly customEvents = new Set<string>();
@@ -213,6 +218,23 @@ export class PoolMetrics {
       labelNames: ["sink"],
       registers,
     });
+    this.auditRecordsDropped = new Counter({
+      name: EXTRA_METRIC_NAMES.auditRecordsDropped,
+      help: "Audit records a sink never received because its queue was full (each loss is also written as an audit.records_dropped record), by sink.",
+      labelNames: ["sink"],
+      registers,
+    });
+    const metrics = this;
+    new Gauge({
+      name: EXTRA_METRIC_NAMES.auditQueueDepth,
+      help: "Audit records queued or in flight to a sink, not yet acknowledged, by sink. Near the audit log's maxQueue, records start being dropped.",
+      labelNames: ["sink"],
+      registers,
+      collect() {
+        this.reset();
+        for (const q of metrics.auditQueues?.() ?? []) this.set({ sink: q.name }, q.pending);
+      },
+    });
     this.invalidTenants = new Counter({
       name: EXTRA_METRIC_NAMES.invalidTenants,
       help: 'Calls taken under tenant="invalid" because their metadata named a malformed tenant (tenantPolicy "label"). Fix the dispatcher.',
@@ -295,6 +317,15 @@ export class PoolMetrics {
 
   auditSinkError(sink: string): void {
     this.auditSinkErrors.inc({ sink });
+  }
+
+  auditRecordsDroppedBy(sink: string, count: number): void {
+    this.auditRecordsDropped.inc({ sink }, count);
+  }
+
+  /** Where the queue-depth gauge reads each sink's backlog at scrape time (e.g. `() => auditLog.stats().sinks`). */
+  trackAuditQueues(source: () => readonly { name: string; pending: number }[]): void {
+    this.auditQueues = source;
   }
 
   /** The exposition text, as served at `GET /metrics`. */

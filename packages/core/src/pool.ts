@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Span, Tracer } from "@opentelemetry/api";
-import { AuditEventType, AuditLog, type AuditSink } from "./audit/log.ts";
+import { AuditEventType, AuditLog, type AuditLogOptions, type AuditSink } from "./audit/log.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import {
   canTransition,
@@ -42,8 +42,16 @@ export interface AgentPoolOptions {
    * running and an operator is told (snapshot, metric, audit event). Default: 1 hour.
    */
   drainTimeoutMs?: number;
+  /**
+   * The audit log's options: sinks, a fixed `origin` (its chain then resumes across restarts from
+   * any sink that can tell its last record: file, S3), `checkpoint` keys or an external signer,
+   * `resumeFrom`, `maxQueue`, `writeTimeoutMs`, `retry`. `clock` and `version` come from the pool;
+   * `hooks` run after the pool's own (metrics, logging).
+   */
+  audit?: Omit<AuditLogOptions, "clock" | "version">;
+  /** Shorthand for `audit.sinks` (both given: `audit.sinks` wins). */
   auditSinks?: readonly AuditSink[];
-  /** The audit chain's origin id; default: derived from host, pid and a random part. */
+  /** Shorthand for `audit.origin`: the audit chain's origin id; default: derived from host, pid and a random part. */
   auditOrigin?: string;
   /** Gate on the active manifest: a worker whose version is not active stops accepting jobs. */
   membership?: MembershipGate;
@@ -190,22 +198,34 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     this.metrics = new PoolMetrics(this, options.metrics);
     const metrics = this.metrics;
     const logger = this.logger;
+    const audit = options.audit ?? {};
+    const userHooks = audit.hooks ?? {};
+    const origin = audit.origin ?? options.auditOrigin;
     this.auditLog = new AuditLog({
-      sinks: options.auditSinks ?? [],
+      ...audit,
+      sinks: audit.sinks ?? options.auditSinks ?? [],
       clock: this.clock,
       version: this.deploymentVersion,
-      ...(options.auditOrigin === undefined ? {} : { origin: options.auditOrigin }),
+      ...(origin === undefined ? {} : { origin }),
       hooks: {
-        onEmit: (record) => metrics.auditEvent(record.event),
+        onEmit: (record) => {
+          metrics.auditEvent(record.event);
+          userHooks.onEmit?.(record);
+        },
         onSinkError: (sink, error) => {
           metrics.auditSinkError(sink);
           logger.warn({ sink, err: errorMessage(error) }, "audit sink failed; the batch is kept and retried");
+          userHooks.onSinkError?.(sink, error);
         },
         onDropped: (sink, count) => {
-          logger.error({ sink, count }, "audit sink queue overflowed; records for this sink were dropped");
+          metrics.auditRecordsDroppedBy(sink, count);
+          logger.error({ sink, count }, "audit sink queue overflowed; records for this sink were dropped (an audit.records_dropped record follows)");
+          userHooks.onDropped?.(sink, count);
         },
+        ...(userHooks.onCheckpoint === undefined ? {} : { onCheckpoint: (record) => userHooks.onCheckpoint?.(record) }),
       },
     });
+    metrics.trackAuditQueues(() => this.auditLog.stats().sinks);
     this.drained = new Promise((resolve) => {
       this.resolveDrained = resolve;
     });

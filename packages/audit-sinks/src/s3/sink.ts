@@ -185,15 +185,20 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
 
   /** The bytes already under `key`, or undefined when there is no such object. */
   async function existing(key: string): Promise<Buffer | undefined> {
+    const timeout = AbortSignal.timeout(settings.requestTimeoutMs);
     try {
       const out = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), {
-        abortSignal: AbortSignal.any([stopping.signal, AbortSignal.timeout(settings.requestTimeoutMs)]),
+        abortSignal: AbortSignal.any([stopping.signal, timeout]),
       });
       return Buffer.from(await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
     } catch (error) {
       const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
       if (e.name === "NoSuchKey" || e.name === "NotFound" || e.$metadata?.httpStatusCode === 404) return undefined;
-      throw new S3SinkError(`GetObject s3://${options.bucket}/${key} failed: ${describe(error)}`, { cause: error });
+      // Reported as the upload it is part of (the check before the conditional put).
+      const reason = timeout.aborted
+        ? `no response within requestTimeoutMs=${settings.requestTimeoutMs} (${describe(error)})`
+        : describe(error);
+      throw new S3SinkError(`PutObject s3://${options.bucket}/${key} failed: ${reason} (checking the key is free)`, { cause: error });
     }
   }
 

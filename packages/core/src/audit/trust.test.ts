@@ -240,13 +240,13 @@ describe("AgentPool({ audit })", () => {
         audit: { sinks: [durable()], origin: "worker-1", checkpoint: { every: 1000, hmacSecrets: [SECRET] } },
       });
       pool.beginDrain({ actor: "ops", reason: "deploy" });
-      await pool.close({ force: true });
+      await pool.close({ dropLiveSessions: true });
     }
     expect(verifyAuditLog(lines, { hmacSecrets: [SECRET], requireSigned: true })).toMatchObject({ ok: true, origins: 1 });
     // The old shorthands still work.
     const sink = collector();
     const pool = new AgentPool({ logger: silentLogger, auditSinks: [sink], auditOrigin: "w-short" });
-    await pool.close({ force: true });
+    await pool.close({ dropLiveSessions: true });
     expect(JSON.parse(sink.lines[0]!).origin).toBe("w-short");
   });
 });
