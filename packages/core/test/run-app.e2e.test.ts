@@ -194,6 +194,31 @@ describe("runApp start: SIGTERM at the other moments", () => {
   });
 });
 
+describe("runApp with a LiveKit Cloud worker token", () => {
+  test("attaches at once and every load report stays full while draining (the SDK's own CPU load, production threshold)", async () => {
+    const w = await startWorker(["start"], { LIVEKIT_WORKER_TOKEN: "cloud-worker-token" });
+    const id = await registered(w);
+    const options = JSON.parse((await w.waitFor("OPTIONS ")).slice("OPTIONS ".length)) as Record<string, unknown>;
+    expect(options).toMatchObject({ production: true, loadThreshold: 0.7 });
+    await expect.poll(async () => (await get(w, "/readyz")).status, { timeout: 10_000 }).toBe(200);
+    const h = call();
+    expect((await h.placed).workerId).toBe(id);
+    await marker(`${h.id}.started`);
+    const statuses: string[] = [];
+    const onStatus = (v: { id: string; status: string }) => {
+      if (v.id === id) statuses.push(v.status);
+    };
+    d.events.on("worker_status", onStatus);
+    w.child.kill("SIGTERM");
+    // The SIGTERM's "full", then two of the SDK's periodic load reports (every 2.5 s).
+    await expect.poll(() => statuses.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(3);
+    d.events.off("worker_status", onStatus);
+    expect(statuses.every((s) => s === "full")).toBe(true);
+    expect(await hangUpOnceRunning(h)).toMatchObject({ fate: "completed", workerId: id });
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
 describe("runApp dev", () => {
   test("SIGTERM during a call drains in dev too (dev keeps the SDK's dev load threshold)", async () => {
     const w = await startWorker(["dev", "--log-level", "warn"], { FIXTURE_USER_REQUEST: "1" });
