@@ -67,6 +67,41 @@ describe("hang-up", () => {
   });
 });
 
+describe("a caller who talks from the agent's answer (talkMs)", () => {
+  it("hangs up talkMs after the presence probe first sees the agent in the room: completed", async () => {
+    const presence = new Map<string, AgentPresence>();
+    const { d, fw } = await setup({ agentPresence: (id) => presence.get(id) ?? "not_joined", presencePollMs: 20 });
+    const h = d.dispatch({ talkMs: 50 });
+    await h.placed;
+    // Not joined yet: no hang-up however long the caller waits (short of joinTimeoutMs).
+    await new Promise((r) => setTimeout(r, 120));
+    expect(d.job(h.id)?.state).toBe("running");
+    presence.set(h.id, "in_room");
+    expect((await fw.next("termination")).jobId).toBe(h.id);
+    const ended = await h.ended;
+    expect(ended).toMatchObject({ fate: "completed", endReason: "caller_hung_up", talkMs: 50 });
+    expect(ended.agentJoinedAt).toBeGreaterThanOrEqual(ended.assignedAt!);
+    expect(ended.hungUpAt).toBeGreaterThanOrEqual(ended.agentJoinedAt!);
+  });
+
+  it("gives up after joinTimeoutMs when the agent never joins: cut short, agent_never_joined", async () => {
+    const { d } = await setup({ agentPresence: () => "not_joined", presencePollMs: 20 });
+    const h = d.dispatch({ talkMs: 10_000, joinTimeoutMs: 60 });
+    expect(await h.ended).toMatchObject({ fate: "cut_short", cause: "agent_never_joined" });
+  });
+
+  it("validates talkMs and joinTimeoutMs", async () => {
+    const { d } = await setup({ agentPresence: () => "in_room" });
+    expect(() => d.dispatch({ talkMs: -1 })).toThrow(/talkMs must be/);
+    expect(() => d.dispatch({ talkMs: 1, joinTimeoutMs: Number.POSITIVE_INFINITY })).toThrow(/joinTimeoutMs must be/);
+    expect(() => d.dispatch({ talkMs: 1, hangUpAfterMs: 1 })).toThrow(/either talkMs .* or hangUpAfterMs/);
+    expect(() => d.dispatch({ talkMs: 1, caller: false })).toThrow(/talkMs needs a caller/);
+    expect(() => d.dispatch({ joinTimeoutMs: 5 })).toThrow(/joinTimeoutMs only applies with talkMs/);
+    const { d: blind } = await setup();
+    expect(() => blind.dispatch({ talkMs: 1 })).toThrow(/talkMs needs agentPresence/);
+  });
+});
+
 describe("cut short: the job ended before its caller hung up, whatever the worker said", () => {
   it("JS_SUCCESS before the hang-up → job_succeeded_early", async () => {
     const { d, fw } = await setup();

@@ -50,6 +50,8 @@ import type {
   WorkerView,
 } from "./types.ts";
 
+/** How long a caller waits for the agent to join before hanging up (`talkMs` calls). */
+const DEFAULT_JOIN_TIMEOUT_MS = 30_000;
 const SILENT: DispatcherLogger = { debug() {}, info() {}, warn() {}, error() {} };
 const DELETE_ROOM_PATH = "/twirp/livekit.RoomService/DeleteRoom";
 const MAX_BODY_BYTES = 64 * 1024;
@@ -743,6 +745,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
         if (last) last.answer = "accepted";
         log.info("job assigned", { jobId: job.id, workerId: w.id, deployment: w.deployment });
         if (job.hangUpAfterMs !== undefined) hangUps.set(job.id, setTimeout(() => hangUp(job.id), job.hangUpAfterMs));
+        // A caller waiting for the agent gives up after joinTimeoutMs (judged agent_never_joined).
+        if (job.talkMs !== undefined) hangUps.set(job.id, setTimeout(() => hangUp(job.id), job.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS));
         const snapshot = copyRecord(job);
         emit("job_assigned", snapshot);
         waiters.get(job.id)?.placed.resolve(snapshot);
@@ -834,7 +838,15 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   const presenceTimer = probe
     ? setInterval(() => {
         for (const job of ledger.running()) {
-          if (readPresence(job.id) !== "left") {
+          const presence = readPresence(job.id);
+          if (presence === "in_room" && job.talkMs !== undefined && job.agentJoinedAt === undefined) {
+            // The caller hears the agent answer, talks, then hangs up (replacing the join timeout).
+            job.agentJoinedAt = now();
+            const waiting = hangUps.get(job.id);
+            if (waiting !== undefined) clearTimeout(waiting);
+            hangUps.set(job.id, setTimeout(() => hangUp(job.id), job.talkMs));
+          }
+          if (presence !== "left") {
             leftOnce.delete(job.id);
             continue;
           }
@@ -873,6 +885,17 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     if (request.caller === false && hang !== undefined) {
       throw new TypeError("dispatch: hangUpAfterMs needs a caller; drop caller: false");
     }
+    const talk = request.talkMs;
+    const join = request.joinTimeoutMs;
+    for (const [name, v] of [["talkMs", talk], ["joinTimeoutMs", join]] as const) {
+      if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
+        throw new TypeError(`dispatch: ${name} must be a finite number of milliseconds >= 0, got ${String(v)}`);
+      }
+    }
+    if (talk !== undefined && hang !== undefined) throw new TypeError("dispatch: give either talkMs (counted from the agent joining) or hangUpAfterMs (from assignment), not both");
+    if (talk !== undefined && request.caller === false) throw new TypeError("dispatch: talkMs needs a caller; drop caller: false");
+    if (talk !== undefined && !probe) throw new TypeError("dispatch: talkMs needs agentPresence (startDispatcher({ agentPresence })) to know when the agent joined");
+    if (join !== undefined && talk === undefined) throw new TypeError("dispatch: joinTimeoutMs only applies with talkMs");
     let id = request.id;
     if (id === undefined) {
       do id = `AJ_${++jobSeq}`;
@@ -887,7 +910,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       namespace: request.namespace ?? "",
       metadata: request.metadata ?? "",
       state: "pending",
-      hasCaller: request.caller ?? hang !== undefined,
+      hasCaller: request.caller ?? (hang !== undefined || talk !== undefined),
       serverStatus: "JS_PENDING",
       createdAt: now(),
       rounds: 0,
@@ -895,6 +918,8 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       lateSignals: [],
     };
     if (hang !== undefined) record.hangUpAfterMs = hang;
+    if (talk !== undefined) record.talkMs = talk;
+    if (join !== undefined) record.joinTimeoutMs = join;
     ledger.add(record);
     const w = { placed: deferred<JobRecord>(), ended: deferred<JobRecord>() };
     waiters.set(id, w);

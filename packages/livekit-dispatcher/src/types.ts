@@ -171,6 +171,11 @@ export interface JobRecord {
   hasCaller: boolean;
   /** When set, the caller hangs up this long after the job was assigned. */
   hangUpAfterMs?: number;
+  /** With `talkMs`: the caller talks this long once the agent joined. */
+  talkMs?: number;
+  joinTimeoutMs?: number;
+  /** When the presence probe first saw the agent in the room (Unix seconds; `talkMs` calls). */
+  agentJoinedAt?: number;
   /** When the caller hung up (Unix seconds), if they did before the job ended. */
   hungUpAt?: number;
   workerId?: string;
@@ -204,6 +209,14 @@ export interface DispatchRequest {
   namespace?: string;
   /** A caller who hangs up this many ms after the job is assigned; the caller then decides the fate (see `JobFate`). */
   hangUpAfterMs?: number;
+  /**
+   * A caller who waits for the agent to join (the `agentPresence` probe says `in_room`), talks
+   * this long, then hangs up: a call's length counted from its answer, as a person would. If the
+   * agent has not joined `joinTimeoutMs` after assignment, the caller hangs up (`agent_never_joined`).
+   */
+  talkMs?: number;
+  /** With `talkMs`: how long the caller waits for the agent. Default 30000. */
+  joinTimeoutMs?: number;
   /** A caller who hangs up when `hangUp(jobId)` is called. Default: true when `hangUpAfterMs` is given. */
   caller?: boolean;
 }

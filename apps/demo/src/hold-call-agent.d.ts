@@ -1,5 +1,0 @@
-declare module "@openrtc/livekit-dispatcher/hold-call-agent" {
-  import type { JobContext } from "@livekit/agents";
-  const agent: { entry: (ctx: JobContext) => Promise<void>; [key: string | symbol]: unknown };
-  export default agent;
-}
