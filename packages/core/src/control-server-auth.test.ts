@@ -176,6 +176,6 @@ describe("loopback trust (default when bound to loopback): only a real local cal
     pool.markReady();
     const res = await call(port, "GET", "/readyz");
     expect(res.status).toBe(503);
-    expect(JSON.parse(res.body)).toEqual({ status: "not ready", reason: "no_manifest", code: "no_manifest" });
+    expect(JSON.parse(res.body)).toEqual({ status: "not ready", reason: "no_manifest", code: "no_manifest", reject_reason: "membership" });
   });
 });

@@ -26,6 +26,12 @@ export interface ControlServerOptions {
   publicReads?: boolean;
   /** Largest accepted request body, in bytes. Default 4 KiB. */
   maxBodyBytes?: number;
+  /**
+   * Extra flat fields written on the `deployment.drain_started` record of a drain begun through
+   * `POST /drain` (e.g. the Kubernetes pod name and namespace). What the server establishes
+   * itself (`remote_address`, `auth`) is never overridden by them.
+   */
+  drainFields?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export interface ControlServer {
@@ -79,18 +85,24 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
   const routes: Record<string, Route> = {
     "/livez": {
       methods: {
-        GET: (_req, res) => sendJson(res, pool.state === "closed" ? 503 : 200, { status: pool.state === "closed" ? "closed" : "alive", state: pool.state }),
+        // 200 for as long as this process answers, closed included: after the pool closes the
+        // lifecycle still flushes the audit log and lingers (metricsLingerMs) before it exits,
+        // and a failing liveness probe then would only get a pod killed that is about to exit.
+        GET: (_req, res) => sendJson(res, 200, { status: pool.state === "closed" ? "closed" : "alive", state: pool.state }),
       },
     },
     "/readyz": {
       methods: {
         GET: (_req, res) => {
           if (pool.ready) return sendJson(res, 200, { status: "ready" });
-          if (pool.state !== "serving") return sendJson(res, 503, { status: "not ready", reason: pool.state, code: pool.state });
+          // `reject_reason` is what a job offered now would be refused for (`draining`,
+          // `membership`), the same reason its `worker.rejected` record would carry.
+          const rejectReason = pool.rejectReason();
+          if (pool.state !== "serving") return sendJson(res, 503, { status: "not ready", reason: pool.state, code: pool.state, reject_reason: rejectReason });
           // `code` is the machine-readable reason; `reason` keeps its old text for a version that
           // is simply not listed, and is the code itself for the newer cases.
           const code = pool.membershipReason ?? "not_member";
-          sendJson(res, 503, { status: "not ready", reason: code === "not_member" ? "not a member of the active manifest" : code, code });
+          sendJson(res, 503, { status: "not ready", reason: code === "not_member" ? "not a member of the active manifest" : code, code, reject_reason: rejectReason });
         },
       },
     },
@@ -119,7 +131,7 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
     },
     "/drain": {
       methods: {
-        POST: guarded((req, res, body, how) => {
+        POST: guarded(async (req, res, body, how) => {
           let fields: { actor?: unknown; reason?: unknown } = {};
           if (body.length > 0) {
             try {
@@ -137,13 +149,20 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
           // `actor` and `reason` are what the caller says; `auth` and `remote_address` are what
           // this server established.
           const actor = typeof fields.actor === "string" && fields.actor !== "" ? fields.actor.slice(0, 200) : `http:${remote}`;
+          const wait = queryFlag(req.url, "wait");
+          if (wait === "invalid") return sendJson(res, 400, { error: "wait must be true or false" });
           pool.beginDrain({
             actor,
             auth: how,
-            fields: { remote_address: remote },
+            fields: { ...options.drainFields, remote_address: remote },
             ...(typeof fields.reason === "string" ? { reason: fields.reason.slice(0, 500) } : {}),
           });
-          sendJson(res, 202, { draining: true, state: pool.state, active_sessions: pool.activeSessions });
+          if (wait !== true) return sendJson(res, 202, { draining: true, state: pool.state, active_sessions: pool.activeSessions });
+          // `?wait=true` answers once no call is live (a Kubernetes preStop hook that blocks, so
+          // the SIGTERM after it finds nothing live). `drained` also resolves when the pool
+          // closes. A caller that gives up simply disconnects; the drain goes on.
+          await pool.drained;
+          sendJson(res, 200, { draining: true, drained: true, state: pool.state, active_sessions: pool.activeSessions });
         }, false),
       },
     },
@@ -158,6 +177,9 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // A draining worker is on its way out: no probe or scraper keeps a connection to it, so the
+    // next request opens a fresh one (to whatever answers then) instead of a dying keep-alive.
+    if (pool.draining || pool.state === "closed") res.setHeader("Connection", "close");
     const path = pathOf(req.url);
     const route = path === undefined ? undefined : routes[path];
     if (route === undefined) {
@@ -208,6 +230,17 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
         server.closeAllConnections();
       }),
   };
+}
+
+/** A boolean query parameter: undefined when absent, "invalid" when not true/false/1/0/empty. */
+function queryFlag(url: string | undefined, name: string): boolean | undefined | "invalid" {
+  const q = url?.indexOf("?") ?? -1;
+  if (url === undefined || q === -1) return undefined;
+  const value = new URLSearchParams(url.slice(q + 1)).get(name);
+  if (value === null) return undefined;
+  if (value === "" || value === "true" || value === "1") return true;
+  if (value === "false" || value === "0") return false;
+  return "invalid";
 }
 
 function pathOf(url: string | undefined): string | undefined {
