@@ -104,6 +104,21 @@ describe("metrics", () => {
     expect(() => makePool({ metrics: { maxTenantLabels: 0 } })).toThrow(/maxTenantLabels/);
   });
 
+  test("the audit event label is bounded: core types, then 32 custom ones shaped like area.name, the rest under __other__", async () => {
+    const pool = makePool();
+    pool.auditLog.emit("deployment.started", { target: "fleet" });
+    for (let i = 0; i < 40; i++) pool.auditLog.emit(`custom.event_${i}`);
+    pool.auditLog.emit("Not A Name\n{}");
+    pool.auditLog.emit(`x.${"y".repeat(100)}`);
+    const m = parse(await pool.metrics.scrape());
+    const labels = [...m.keys()].filter((k) => k.startsWith("openrtc_audit_events_total{"));
+    expect(m.get('openrtc_audit_events_total{event="deployment.started"}')).toBe(1);
+    expect(m.get('openrtc_audit_events_total{event="custom.event_31"}')).toBe(1);
+    expect(m.get('openrtc_audit_events_total{event="custom.event_32"}')).toBeUndefined();
+    expect(m.get('openrtc_audit_events_total{event="__other__"}')).toBe(10);
+    expect(labels.length).toBeLessThanOrEqual(1 + 32 + 1 + 2);
+  });
+
   test("audit sink errors are counted by sink", async () => {
     let fail = true;
     const pool = makePool({

@@ -30,6 +30,14 @@ describe("parseMetadata", () => {
     },
   );
 
+  test('tenantPolicy "label": a malformed tenant becomes "invalid", the raw value kept (as text, bounded)', () => {
+    expect(parseMetadata('{"tenant":"acme corp"}', { tenantPolicy: "label" })).toMatchObject({ tenant: "invalid", invalidTenant: "acme corp" });
+    expect(parseMetadata({ tenant: 42 }, { tenantPolicy: "label" }).invalidTenant).toBe("42");
+    expect(parseMetadata({ tenant: "x".repeat(1000) }, { tenantPolicy: "label" }).invalidTenant).toHaveLength(257);
+    expect(parseMetadata('{"tenant":"acme"}', { tenantPolicy: "label" }).invalidTenant).toBeUndefined();
+    expect(() => parseMetadata('{"tenant":"acme corp"}', { tenantPolicy: "reject" })).toThrow(InvalidMetadataError);
+  });
+
   test("metadata of another type is an error", () => {
     expect(() => parseMetadata(42)).toThrow(/JSON string or an object/);
   });
