@@ -84,6 +84,7 @@ function parse(argv: readonly string[], env: CompareIO["env"]): Parsed {
     else throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
   }
   if (options.base === undefined || options.candidate === undefined) throw new UsageError("--base and --candidate are required");
+  if (options.base === options.candidate) throw new UsageError(`--base and --candidate are the same version (${options.base})`);
   if (collector === undefined && records.length === 0) collector = env[OPENRTC_COLLECTOR_URL_ENV] || undefined;
   if (collector === undefined && records.length === 0) throw new UsageError(`no data source: give --collector URL or --records FILE (or set ${OPENRTC_COLLECTOR_URL_ENV})`);
   return { options: options as CompareOptions, json, collector, token: token ?? (env[OPENRTC_COLLECTOR_TOKEN_ENV] || undefined), records };

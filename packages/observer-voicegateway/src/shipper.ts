@@ -74,6 +74,8 @@ export class HttpBatchShipper<T = unknown> {
   private readonly onEvent: ((event: ShipperEvent) => void) | undefined;
   private readonly fetchImpl: typeof fetch;
   private buffer: T[] = [];
+  /** Rows of the batch being sent (not in `buffer`, not yet delivered). */
+  private inFlight = 0;
   private sending: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -99,12 +101,13 @@ export class HttpBatchShipper<T = unknown> {
     this.fetchImpl = options.fetch ?? fetch;
   }
 
+  /** Rows not yet delivered: buffered plus the batch in flight. */
   get pending(): number {
-    return this.buffer.length;
+    return this.buffer.length + this.inFlight;
   }
 
   stats(): ShipperStats {
-    return { url: this.url, pending: this.buffer.length, ...this.stats_ };
+    return { url: this.url, pending: this.pending, ...this.stats_ };
   }
 
   /** Queues rows; never throws, never waits. Returns how many were dropped to make room. */
@@ -170,7 +173,10 @@ export class HttpBatchShipper<T = unknown> {
     let size = this.o.batchSize;
     while (this.buffer.length > 0) {
       const batch = this.buffer.splice(0, size);
-      const outcome = await this.sendWithRetries(batch);
+      this.inFlight = batch.length;
+      const outcome = await this.sendWithRetries(batch).finally(() => {
+        this.inFlight = 0;
+      });
       if (outcome === "ok") {
         size = this.o.batchSize;
         continue;
