@@ -119,6 +119,30 @@ describe("pool events: delivered after the state change, each listener isolated"
   });
 });
 
+describe("hooks", () => {
+  test("a throwing tracer costs the span, never the call or the drain", async () => {
+    const boom = () => {
+      throw new Error("tracer boom");
+    };
+    const span = { setAttribute: boom, setStatus: boom, end: boom, addEvent: boom };
+    const tracer = { startSpan: () => span, startActiveSpan: boom } as never;
+    const { pool, logger } = makePool({ tracer });
+    const a = pool.startSession({ jobId: "a" });
+    pool.beginDrain();
+    a.end();
+    await pool.drained;
+    const broken = makePool({ tracer: { startSpan: boom, startActiveSpan: boom } as never });
+    expect(() => broken.pool.startSession({ jobId: "b" }).end()).not.toThrow();
+    expect(logger.lines.some((l) => l.message.includes("a hook threw"))).toBe(true);
+  });
+
+  test("a job refused for membership says why (no_manifest)", () => {
+    const gate = new ManifestGate({ secrets: ["s"], logger: recordingLogger() });
+    const { pool } = makePool({ membership: gate });
+    expect(() => pool.startSession({ jobId: "j" })).toThrow(/no valid manifest has arrived \(the gate fails closed: no_manifest\)/);
+  });
+});
+
 describe("close and drained", () => {
   test("close({ dropLiveSessions }) while draining writes worker.exited result=dropped and no drain_completed", async () => {
     const { pool, events } = makePool();

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import type { Span, Tracer } from "@opentelemetry/api";
+import { INVALID_SPAN_CONTEXT, trace, type Span, type Tracer } from "@opentelemetry/api";
 import { AuditEventType, AuditLog, type AuditLogOptions, type AuditSink } from "./audit/log.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import {
@@ -330,7 +330,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     }
     const reason = this.rejectReason();
     if (reason !== undefined) {
-      throw this.reject(jobId, reason, reason === "draining" ? "worker is draining" : "worker version is not in the active manifest");
+      throw this.reject(jobId, reason, reason === "draining" ? "worker is draining" : membershipMessage(this.membershipReason));
     }
     if (this.sessions.has(jobId)) {
       throw new Error(`a session for job ${jobId} is already live on this worker; end it before starting it again`);
@@ -352,7 +352,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       startedAt: this.clock(),
       ...(parsed.invalidTenant === undefined ? {} : { invalidTenant: parsed.invalidTenant }),
     };
-    const session = new Session(info, this.tracer.start(info), this);
+    const session = new Session(info, this.startSpan(info), this);
     this.sessions.add(session);
     this.metrics.sessionStarted(info.tenant);
     if (parsed.invalidTenant !== undefined) {
@@ -408,7 +408,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     };
     if (!this.sessions.remove(session, status)) return outcome;
     this.metrics.sessionEnded(session.info.tenant, status, outcome.durationSeconds);
-    this.tracer.end(session.span, outcome);
+    isolated("tracer", () => this.tracer.end(session.span, outcome), (where, error) => this.hookFailed(where, error));
     this.queue({ name: "sessionEnded", args: [session.info, outcome] });
     if (this.stateValue === "draining" && this.sessions.size === 0 && !this.droppingLive) this.finishDrain();
     return outcome;
@@ -438,7 +438,9 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       ...(options.reason === undefined ? {} : { reason: options.reason }),
       ...(options.auth === undefined ? {} : { auth: options.auth }),
     });
-    for (const session of this.sessions.live.values()) this.tracer.drainBegan(session.span, now, actor, options.reason);
+    for (const session of this.sessions.live.values()) {
+      isolated("tracer", () => this.tracer.drainBegan(session.span, now, actor, options.reason), (where, error) => this.hookFailed(where, error));
+    }
     if (this.sessions.size === 0) {
       this.finishDrain();
       return;
@@ -648,6 +650,20 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     }
   }
 
+  // A user-supplied tracer is a hook like any other: a throwing one costs the span, never the call.
+  private startSpan(info: SessionInfo): Span {
+    try {
+      return this.tracer.start(info);
+    } catch (error) {
+      this.hookFailed("tracer", error);
+      return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+    }
+  }
+
+  private hookFailed(hook: string, error: unknown): void {
+    this.logger.error({ hook, err: describeError(error) }, "a hook threw; it was skipped and the worker carries on");
+  }
+
   private listenerFailed(event: string, error: unknown): void {
     this.metrics.listenerError(event);
     this.logger.error({ event, err: describeError(error) }, "a pool event listener threw; it was skipped and the worker carries on");
@@ -678,6 +694,12 @@ function normalizeVersion(version: string | undefined): string | null {
     );
   }
   return trimmed;
+}
+
+function membershipMessage(reason: string | undefined): string {
+  if (reason === "no_manifest") return "no valid manifest has arrived (the gate fails closed: no_manifest)";
+  if (reason === "manifest_expired") return "the active manifest has expired (manifest_expired)";
+  return "worker version is not in the active manifest";
 }
 
 function normalizeStatus(status: SessionStatus): SessionStatus {

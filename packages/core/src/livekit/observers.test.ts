@@ -27,6 +27,11 @@ describe("notifyObservers", () => {
     ]);
   });
 
+  test("a throwing logger while reporting a failed observer does not fail the notification", async () => {
+    const throwing: Logger = { debug() {}, info() {}, error() {}, warn: () => { throw new Error("log boom"); } };
+    await expect(notifyObservers([{ onSessionStart: () => { throw new Error("x"); } }], (o) => o.onSessionStart?.({} as never, null), throwing)).resolves.toBeUndefined();
+  });
+
   test("observers without the hook are fine", async () => {
     const logger = recordingLogger();
     await notifyObservers([{}], (o) => o.onSessionEnd?.({} as never, {} as never), logger);

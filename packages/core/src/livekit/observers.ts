@@ -1,5 +1,6 @@
 import type { SessionInfo, SessionOutcome } from "../sessions.ts";
 import type { Logger } from "../logger.ts";
+import { describeError, safeLogger } from "../isolation.ts";
 
 /**
  * Watches sessions where the `AgentSession` lives (the job process), e.g. to tag and bucket
@@ -23,11 +24,14 @@ export async function notifyObservers(
   logger: Logger,
   timeoutMs = DEFAULT_OBSERVER_TIMEOUT_MS,
 ): Promise<void> {
+  // The report of a failed observer must not fail the call either.
+  const log = safeLogger(logger);
   await Promise.all(
     observers.map(async (observer, index) => {
-      const name = observer.name ?? `observer#${index}`;
+      let name = `observer#${index}`;
       let timer: NodeJS.Timeout | undefined;
       try {
+        if (typeof observer.name === "string") name = observer.name;
         await Promise.race([
           Promise.resolve().then(() => call(observer)),
           new Promise<void>((_, reject) => {
@@ -36,7 +40,7 @@ export async function notifyObservers(
           }),
         ]);
       } catch (error) {
-        logger.warn({ observer: name, err: error instanceof Error ? error.message : String(error) }, "session observer failed; skipped");
+        log.warn({ observer: name, err: describeError(error) }, "session observer failed; skipped");
       } finally {
         if (timer !== undefined) clearTimeout(timer);
       }
