@@ -120,11 +120,11 @@ describe("token auth (runs on every machine: trustLoopback off)", () => {
 });
 
 describe("loopback trust (default when bound to loopback): only a real local caller", () => {
-  test("a plain local POST /drain is accepted and recorded with auth loopback", async () => {
-    const { pool, port, sink } = await start();
+  test("a plain local POST /drain is accepted and recorded with auth loopback (drainFields cannot replace auth or remote_address)", async () => {
+    const { pool, port, sink } = await start({ drainFields: { pod_name: "worker-0", remote_address: "spoofed", auth: "spoofed" } });
     expect((await call(port, "POST", "/drain", {}, { body: '{"actor":"ops"}' })).status).toBe(202);
     await pool.auditLog.flush();
-    expect(sink.records.find((r) => r.event === "deployment.drain_started")).toMatchObject({ actor: "ops", auth: "loopback" });
+    expect(sink.records.find((r) => r.event === "deployment.drain_started")).toMatchObject({ actor: "ops", auth: "loopback", pod_name: "worker-0", remote_address: "127.0.0.1" });
   });
 
   test.each([

@@ -28,15 +28,16 @@ export type {
   AuditVerifyOptions,
   AuditVerifyResult,
 } from "./audit/verify.ts";
-export { AgentPool, Session } from "./pool.ts";
+export { AgentPool, MAX_VERSION_LENGTH, Session } from "./pool.ts";
 export type { AgentPoolOptions, CloseOptions, CloseResult, MembershipGate, PoolEvents, StartSessionOptions } from "./pool.ts";
 export { JobRejectedError } from "./drain.ts";
 export type { DrainOptions, PoolState, RejectReason } from "./drain.ts";
 export type { LiveSessionView, SessionEnd, SessionInfo, SessionOutcome, SessionStatus } from "./sessions.ts";
 export { RuntimeSnapshot, SNAPSHOT_KEYS } from "./snapshot.ts";
 export type { RuntimeSnapshotJSON } from "./snapshot.ts";
-export { DEFAULT_TENANT, InvalidMetadataError, parseMetadata } from "./tenant.ts";
-export { METRIC_NAMES, OTHER_TENANT, PoolMetrics } from "./metrics.ts";
+export { DEFAULT_TENANT, INVALID_TENANT, InvalidMetadataError, parseMetadata } from "./tenant.ts";
+export type { ParsedMetadata, ParseMetadataOptions, TenantPolicy } from "./tenant.ts";
+export { EXTRA_METRIC_NAMES, METRIC_NAMES, OTHER_EVENT, OTHER_TENANT, PoolMetrics } from "./metrics.ts";
 export type { MetricsOptions } from "./metrics.ts";
 export { SESSION_SPAN_NAME, SessionAttributes } from "./tracing.ts";
 export { createControlServer } from "./control-server.ts";
@@ -54,7 +55,15 @@ export {
   signMembership,
 } from "./membership.ts";
 export type { MembershipClaim, MembershipErrorCode, MembershipVerifierOptions, SignMembershipOptions } from "./membership.ts";
-export { fileManifest, ManifestGate, manifestCanonical, signManifest, staticManifest } from "./manifest.ts";
+export {
+  DEFAULT_MANIFEST_TTL_SECONDS,
+  fileManifest,
+  MANIFEST_REJECTED_EVENT,
+  ManifestGate,
+  manifestCanonical,
+  signManifest,
+  staticManifest,
+} from "./manifest.ts";
 export type {
   AcceptedManifest,
   FileManifestOptions,
@@ -64,6 +73,8 @@ export type {
   ManifestRejection,
   ManifestSink,
   ManifestSource,
+  ManifestStatus,
+  MembershipReason,
   SignedManifest,
   SignManifestOptions,
 } from "./manifest.ts";

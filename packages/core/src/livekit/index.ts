@@ -11,4 +11,12 @@ export { DEPLOYMENT_VERSION_ENV, observeSession, openrtcAgent, sessionInfo } fro
 export type { OpenRTCAgentOptions } from "./agent.ts";
 export { DEFAULT_OBSERVER_TIMEOUT_MS, notifyObservers } from "./observers.ts";
 export type { SessionObserver } from "./observers.ts";
-export { SESSION_SOCKET_ENV, SessionChannel, SessionReporter } from "./session-channel.ts";
+export { MAX_CHANNEL_LINE, parseChannelMessage, SESSION_KEY_ENV, SESSION_SOCKET_ENV, SessionChannel, SessionReporter } from "./session-channel.ts";
+export type {
+  ChannelMessage,
+  ChannelRefusal,
+  ChannelReply,
+  ParsedChannelMessage,
+  ReporterOptions,
+  SessionChannelOptions,
+} from "./session-channel.ts";

@@ -28,10 +28,22 @@ process.on("unhandledRejection", (error) => {
   if (escaped.length < 5) escaped.push(`unhandled rejection: ${String(error)}`);
 });
 
+// Keeps the event loop alive, so a target waiting on something that never comes shows as a hang
+// (and is reported by the watchdog below) rather than as a quiet early exit.
+const keepAlive = setInterval(() => {}, 1000);
+const TARGET_TIMEOUT_MS = Number(process.env.FUZZ_TARGET_TIMEOUT_MS ?? 15 * 60_000);
+
 const results: (FuzzResult & { seconds: number })[] = [];
 async function run(fn: () => FuzzResult | Promise<FuzzResult>): Promise<void> {
   const started = performance.now();
-  const r = await fn();
+  let watchdog: NodeJS.Timeout | undefined;
+  const r = await Promise.race([
+    Promise.resolve().then(fn),
+    new Promise<never>((_, reject) => {
+      watchdog = setTimeout(() => reject(new Error(`target did not finish within ${TARGET_TIMEOUT_MS} ms`)), TARGET_TIMEOUT_MS);
+    }),
+  ]).catch((error: unknown): FuzzResult => ({ target: "(target)", inputs: 0, crashes: 1, forgeries: 0, findings: [`crash: ${String(error)}`] }));
+  clearTimeout(watchdog);
   results.push({ ...r, seconds: (performance.now() - started) / 1000 });
   process.stdout.write(`${r.target.padEnd(28)} ${String(r.inputs).padStart(9)} inputs  ${r.crashes} crashes  ${r.forgeries} forgeries  ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
   for (const f of r.findings) process.stdout.write(`    ${f}\n`);
@@ -56,6 +68,7 @@ process.stdout.write(`${"pool property (fast-check)".padEnd(28)} ${String(proper
 if (propertyFailure !== undefined) process.stdout.write(`${propertyFailure}\n`);
 
 await new Promise((resolve) => setTimeout(resolve, 50));
+clearInterval(keepAlive);
 const inputs = results.reduce((sum, r) => sum + r.inputs, 0);
 const crashes = results.reduce((sum, r) => sum + r.crashes, 0) + processCrashes;
 const forgeries = results.reduce((sum, r) => sum + r.forgeries, 0);

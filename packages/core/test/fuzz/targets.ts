@@ -260,9 +260,11 @@ export function fuzzChannelSchema(count: number, seed: number): FuzzResult {
   return r;
 }
 
-async function openPeer(path: string): Promise<Socket> {
-  const socket = connect(path);
+async function openPeer(path: string): Promise<Socket & { whenClosed: Promise<void> }> {
+  const socket = connect(path) as Socket & { whenClosed: Promise<void> };
   socket.on("error", () => {});
+  // Listening from the start: the parent may close a refused peer before the fuzzer looks.
+  socket.whenClosed = new Promise((resolve) => socket.once("close", () => resolve()));
   // Read (and discard) the parent's replies, or a paused socket never sees its end.
   socket.resume();
   await once(socket, "connect");
@@ -304,8 +306,8 @@ export async function fuzzChannelSocket(count: number, seed: number): Promise<Fu
         const cut = rng.int(payload.length + 1);
         socket.write(payload.slice(0, cut));
         await new Promise((resolve) => setImmediate(resolve));
-        socket.end(payload.slice(cut));
-        await once(socket, "close");
+        if (!socket.destroyed) socket.end(payload.slice(cut));
+        await socket.whenClosed;
       });
       await Promise.all(burst);
     }
@@ -331,8 +333,9 @@ export async function fuzzChannelSocket(count: number, seed: number): Promise<Fu
 const METHODS = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "post", "G\u0000T", "POST ", "XYZ"];
 const PATHS = ["/drain", "/drain/", "/drain?x=1", "//drain", "/DRAIN", "/%64rain", "/drain#x", "/livez", "/readyz", "/metrics", "/snapshot", "/sessions", "/manifest", "*", "http://evil/drain", "/../drain", "/drain%00", `/${"a".repeat(5000)}`];
 
-function header(rng: Random, token: string, phase: "token" | "hostile"): string[] {
+function header(rng: Random, token: string, phase: "token" | "hostile"): { lines: string[]; marker: string | undefined } {
   const out: string[] = [];
+  let marker: string | undefined;
   const authorization = rng.pick([
     "Bearer wrong",
     `Bearer ${token.toUpperCase()}`,
@@ -343,11 +346,12 @@ function header(rng: Random, token: string, phase: "token" | "hostile"): string[
     "Bearer",
     "",
   ]);
-  if (rng.chance(phase === "hostile" ? 0.3 : 0.6)) out.push(`Authorization: ${authorization}`);
+  // A mutation can leave the token intact (a cut past its end, upper-casing its digits): that
+  // would be a real credential, not a forgery. The fuzzer never sends one.
+  if (rng.chance(phase === "hostile" ? 0.3 : 0.6)) out.push(`Authorization: ${carriesToken(authorization, token) ? `${authorization}x` : authorization}`);
   if (phase === "hostile") {
     // Every request here carries at least one marker that must cost it loopback trust.
-    out.push(
-      rng.pick([
+    marker = rng.pick([
         `Host: ${rng.pick(["evil.example", "127.0.0.1.evil.example", "localhost.evil", "[::2]", "0x7f000001", "127.1", ""])}${rng.chance(0.5) ? ":8081" : ""}`,
         `Origin: ${rng.pick(["https://evil.example", "null", "http://127.0.0.1.evil", "file://", rng.string(12)])}`,
         `Sec-Fetch-Site: ${rng.pick(["cross-site", "same-site", "CROSS-SITE", rng.string(6)])}`,
@@ -356,8 +360,8 @@ function header(rng: Random, token: string, phase: "token" | "hostile"): string[
         "Via: 1.1 proxy",
         "X-Real-IP: 127.0.0.1",
         "X-Envoy-External-Address: 127.0.0.1",
-      ]),
-    );
+      ]);
+    out.push(marker);
   } else if (rng.chance(0.5)) out.push(`Host: ${rng.pick(["localhost", "127.0.0.1:1", "evil", ""])}`);
   const extras = rng.int(4);
   for (let i = 0; i < extras; i++) {
@@ -365,7 +369,7 @@ function header(rng: Random, token: string, phase: "token" | "hostile"): string[
     const value = rng.pick(["text/plain", "application/json", "chunked", "close", "100-continue", "-1", "99999999999", "0", rng.string(40), "a".repeat(9000)]);
     out.push(`${name}: ${value}`);
   }
-  return out;
+  return { lines: out, marker };
 }
 
 function requestBytes(rng: Random, token: string, phase: "token" | "hostile"): { bytes: string; slow: boolean } {
@@ -373,14 +377,18 @@ function requestBytes(rng: Random, token: string, phase: "token" | "hostile"): {
   const method = rng.chance(0.7) ? rng.pick(["POST", "GET"]) : rng.pick(METHODS);
   const path = rng.chance(0.6) ? rng.pick(["/drain", "/sessions", "/manifest"]) : rng.chance(0.8) ? rng.pick(PATHS) : `/${rng.string(20)}`;
   const version = rng.chance(0.9) ? "HTTP/1.1" : rng.pick(["HTTP/1.0", "HTTP/2.0", "HTTP/1.1x", ""]);
-  const headers = header(rng, token, phase);
+  const { lines: headers, marker } = header(rng, token, phase);
   // A loopback Host unless the request's hostile marker is its Host (Node itself answers 400 to
   // an HTTP/1.1 request without one, which would test nothing of ours).
   const hasHost = headers.some((h) => h.toLowerCase().startsWith("host:"));
   const lines = [`${method} ${path} ${version}`, ...(!hasHost && !rng.chance(0.05) ? [`Host: ${rng.pick(["127.0.0.1", "localhost:8081", "[::1]"])}`] : []), ...headers];
   if (rng.chance(0.8)) lines.push(`Content-Length: ${rng.chance(0.9) ? Buffer.byteLength(body) : rng.int(100)}`);
   let bytes = `${lines.join("\r\n")}\r\n\r\n${body}`;
-  if (rng.chance(0.1)) bytes = rng.mutateMany(bytes, 3);
+  if (rng.chance(0.1)) {
+    const mutated = rng.mutateMany(bytes, 3);
+    // A mutation that erased the hostile marker would make an honest local request of it.
+    if (marker === undefined || mutated.includes(`\r\n${marker}\r\n`)) bytes = mutated;
+  }
   if (rng.chance(0.05)) bytes += bytes; // pipelined
   return { bytes, slow: rng.chance(0.05) };
 }
@@ -417,6 +425,11 @@ async function sendRaw(port: number, bytes: string, slow: boolean, rng: Random):
   return done;
 }
 
+/** Whether an Authorization value is the real credential, by the server's own rule. */
+function carriesToken(authorization: string, token: string): boolean {
+  return /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization)?.[1] === token;
+}
+
 const READ_REQUEST = /^(GET|HEAD) \/(sessions|manifest)(\?\S*)? HTTP\/1\.[01]\r\n/;
 
 async function alive(url: string): Promise<boolean> {
@@ -444,12 +457,17 @@ export async function fuzzControlServer(count: number, seed: number, concurrency
     try {
       const budget = Math.ceil(count / 2);
       let sent = 0;
+      const inFlight = new Set<string>();
+      let drainCulprits: string[] | undefined;
       const worker = async () => {
         while (sent < budget && !pool.draining) {
           sent++;
           r.inputs++;
           const { bytes, slow } = requestBytes(rng, token, phase);
+          inFlight.add(bytes);
           const answer = await sendRaw(port, bytes, slow, rng);
+          if (pool.draining && drainCulprits === undefined) drainCulprits = [...inFlight];
+          inFlight.delete(bytes);
           if (READ_REQUEST.test(bytes) && (answer.startsWith("HTTP/1.1 200") || answer.includes("no manifest gate"))) {
             finding(r, "forgery", `${phase}: an unauthenticated read of sessions/manifest was served: ${JSON.stringify(bytes.slice(0, 200))}`);
           }
@@ -462,7 +480,10 @@ export async function fuzzControlServer(count: number, seed: number, concurrency
         if (sent === before || pool.draining) break;
       }
       // Requests run concurrently, so the culprit is one of those in flight; the seed replays it.
-      if (pool.draining) finding(r, "forgery", `${phase}: a request without the right token drained the worker`);
+      if (pool.draining) {
+        const withToken = (drainCulprits ?? []).filter((b) => b.split("\r\n").some((line) => /^authorization:/i.test(line) && carriesToken(line.slice(line.indexOf(":") + 1).trim(), token)));
+        finding(r, "forgery", `${phase}: a request without the right token drained the worker; in flight: ${JSON.stringify((drainCulprits ?? []).map((b) => b.slice(0, 160)))}${withToken.length > 0 ? " (one carried the token: a fuzzer bug)" : ""}`);
+      }
       if (!(await alive(server.url))) finding(r, "crash", `${phase}: the control server stopped answering /livez`);
       if (pool.activeSessions !== 1) finding(r, "forgery", `${phase}: the live call was touched`);
     } finally {
