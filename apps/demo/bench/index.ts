@@ -1,6 +1,7 @@
 // `pnpm bench` (apps/demo): drain and overhead figures of real worker processes, side by side
 // with their goals. Timing lives here, never in the pass/fail tests.
 //
+//   SIGTERM → "full" received         the dispatcher receives the worker's UpdateWorkerStatus{WS_FULL}
 //   SIGTERM → first rejected job      a job offered in the same tick as the signal, answered unavailable
 //   SIGTERM → /readyz 503             a tight /readyz poll from outside
 //   last hang-up → process exit       the dispatcher sees the room deleted → the parent sees 'exit'
@@ -59,6 +60,7 @@ async function until<T>(what: string, check: () => T | undefined | false, timeou
 }
 
 interface DrainSample {
+  toFullMs: number | undefined;
   toRejectMs: number | undefined;
   toReadyz503Ms: number;
   hangupToExitMs: number;
@@ -93,7 +95,8 @@ async function drainBench(): Promise<DrainSample[]> {
   const apiKey = "bench";
   const apiSecret = randomBytes(32).toString("hex");
   const markers = mkdtempSync(join(tmpdir(), "bench-drain-"));
-  const dispatcher = await startDispatcher({ apiKey, apiSecret, mintJobTokens: false });
+  // LiveKit's server rules; each worker has its own agent name, so each call and probe reaches one worker.
+  const dispatcher = await startDispatcher({ apiKey, apiSecret, profile: "livekit", mintJobTokens: false });
   const hangups = new Map<string, number>();
   const hangupsWall = new Map<string, number>();
   dispatcher.events.on("job_ended", (job) => {
@@ -111,8 +114,11 @@ async function drainBench(): Promise<DrainSample[]> {
   dispatcher.events.on("job_rejected_by_worker", (_job, workerId, answer) => {
     if (answer === "unavailable") refused(workerId);
   });
+  const fulls = new Map<string, number>();
   dispatcher.events.on("worker_status", (w) => {
-    if (w.status === "full") refused(w.id);
+    if (w.status !== "full") return;
+    refused(w.id);
+    if (!fulls.has(w.id)) fulls.set(w.id, performance.now());
   });
   // Wall-clock (ms) breakdown of hang-up → exit from the worker's own audit records.
   const auditAt = new Map<string, Map<string, number>>();
@@ -154,7 +160,10 @@ async function drainBench(): Promise<DrainSample[]> {
       const t503 = await readyz;
       await until("the dispatcher to see the worker refuse jobs", () => refusals.has(w.info!.workerId), 10_000).catch(() => undefined);
       const refusedAt = refusals.get(w.info!.workerId);
+      await until("the worker's WS_FULL", () => fulls.has(w.info!.workerId), 10_000).catch(() => undefined);
+      const fullAt = fulls.get(w.info!.workerId);
       samples.push({
+        toFullMs: fullAt === undefined ? undefined : fullAt - t0,
         toRejectMs: refusedAt === undefined ? undefined : refusedAt - t0,
         toReadyz503Ms: t503 - t0,
         hangupToExitMs: Number.NaN,
@@ -203,7 +212,7 @@ async function entryBench(): Promise<{ openrtc: EntryResult; bare: EntryResult }
   const apiKey = "bench";
   const apiSecret = randomBytes(32).toString("hex");
   const markers = mkdtempSync(join(tmpdir(), "bench-entry-"));
-  const dispatcher: Dispatcher = await startDispatcher({ apiKey, apiSecret, mintJobTokens: false });
+  const dispatcher: Dispatcher = await startDispatcher({ apiKey, apiSecret, profile: "livekit", mintJobTokens: false });
   const fleet = new Fleet({ livekitUrl: dispatcher.url, apiKey, apiSecret, stdio: "ignore", env: { HOLD_CALL_MARKER_DIR: markers } });
   const openrtc = fleet.spawn({ name: "openrtc", version: "v1.0.0", env: { LIVEKIT_AGENT_NAME: "openrtc" } });
   // The bare launcher shipped with the dispatcher: a plain AgentServer running the hold-call agent.
@@ -258,6 +267,7 @@ async function run(): Promise<void> {
   const drains = await drainBench();
   const entry = await entryBench();
   const rejects = drains.flatMap((s) => (s.toRejectMs === undefined ? [] : [s.toRejectMs]));
+  const fulls = drains.flatMap((s) => (s.toFullMs === undefined ? [] : [s.toFullMs]));
   const readyz = drains.map((s) => s.toReadyz503Ms);
   const exits = drains.map((s) => s.hangupToExitMs).filter(Number.isFinite);
   const entryOpen = entry.openrtc.entryMs;
@@ -266,6 +276,8 @@ async function run(): Promise<void> {
   const rows: Row[] = [["measure", "n", "value", "goal", "ratio (value/goal)"]];
   const add = (name: string, n: number, value: number, unit: string, goal: number, goalText: string) =>
     rows.push([name, String(n), fmt(value, unit), goalText, Number.isFinite(value) ? (value / goal).toFixed(2) : "n/a"]);
+  add("SIGTERM → WS_FULL received, p99", fulls.length, percentile(fulls, 99), "ms", 10, "≤ 10 ms");
+  add("SIGTERM → WS_FULL received, p50", fulls.length, percentile(fulls, 50), "ms", 10, "≤ 10 ms");
   add("SIGTERM → worker refuses jobs, p99", rejects.length, percentile(rejects, 99), "ms", 10, "≤ 10 ms");
   add("SIGTERM → worker refuses jobs, p50", rejects.length, percentile(rejects, 50), "ms", 10, "≤ 10 ms");
   add("SIGTERM → /readyz 503, p99", readyz.length, percentile(readyz, 99), "ms", 10, "≤ 10 ms");

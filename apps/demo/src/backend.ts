@@ -2,21 +2,30 @@
 // call's fate from outside the workers), or a real LiveKit server when LIVEKIT_URL,
 // LIVEKIT_API_KEY and LIVEKIT_API_SECRET are set.
 import { randomBytes } from "node:crypto";
-import { startDispatcher, type Dispatcher, type JobRecord } from "@openrtc/livekit-dispatcher";
+import { markerDirPresence, startDispatcher, type Dispatcher, type DispatchSummary, type JobRecord } from "@openrtc/livekit-dispatcher";
+import { DEPLOYMENT_VERSION_ATTRIBUTE } from "@openrtc/core/livekit";
 import { AgentDispatchClient, RoomServiceClient } from "livekit-server-sdk";
 import { callMetadata, type PlannedCall } from "./calls.ts";
 
-/** Fates of the run's calls. `observed` says whether they were judged from outside the workers. */
+/**
+ * Fates of the run's calls, judged by their callers: `completed` means the agent's job was still
+ * running when its caller hung up; a job that ended first is `cut_short` (with its cause),
+ * whatever the worker reported. `observed` says whether they were judged from outside the workers.
+ */
 export interface CallTally {
   observed: boolean;
   started: number;
   completed: number;
-  failed: number;
-  dropped: number;
-  terminated: number;
+  cutShort: number;
+  cutShortByCause: Record<string, number>;
+  /** No worker was offered the call (none registered, none with capacity). */
   unplaced: number;
+  /** Offers were made and LiveKit's job request gave up (every worker tried, a timeout). */
+  abandoned: number;
+  /** Calls that never ran, by the server's reason. */
+  notRunByReason: Record<string, number>;
   inFlight: number;
-  /** Calls by the deployment version of the worker that took them. */
+  /** Calls by the version that answered them (the agent participant's `openrtc.deployment_version`). */
   byVersion: Record<string, number>;
 }
 
@@ -28,42 +37,65 @@ export interface CallBackend {
   readonly apiSecret: string;
   /** LIVEKIT_AGENT_NAME for workers ("" = the embedded dispatcher's default). */
   readonly agentName: string;
+  /** Environment the workers need beyond the credentials (e.g. the agent's marker directory). */
+  readonly workerEnv: Record<string, string>;
   /** Starts one call; resolves once it was handed to LiveKit (not when it ends). */
   dispatch(call: PlannedCall): Promise<void>;
-  /** Resolves once every dispatched call was taken by a worker or reported unplaced (embedded), or at once (LiveKit). */
+  /** Resolves once every dispatched call was taken by a worker or given up on. */
   placed(): Promise<void>;
-  /** Resolves once every dispatched call ended (embedded) or at once (LiveKit: not observable here). */
+  /** Calls dispatched and not yet taken by a worker or given up on. */
+  pending(): number;
+  /** Resolves once every dispatched call has its caller's verdict. */
   settled(): Promise<void>;
   tally(): CallTally;
-  /** A worker was killed (interrupted run): its running calls count as dropped now. */
+  /** A worker was killed (interrupted run): its running calls are cut short now. */
   workerKilled?(workerId: string): void;
   close(): Promise<void>;
 }
 
-/** The embedded dispatcher: real agent-worker protocol on 127.0.0.1, fates judged from outside. */
+/** How long a caller waits for the agent to answer before hanging up (then: cut short, agent never joined). */
+export const CALLER_PATIENCE_MS = 30_000;
+
+/**
+ * The embedded dispatcher, following LiveKit's server rules (deployment routing, weighted
+ * selection by load, no retries beyond the server's, 10 s availability timeout). Each call has a
+ * caller who waits for the agent to answer, talks for the call's duration, then hangs up, and
+ * judges the call's fate from outside the workers. No retry loop of our own: a call LiveKit would
+ * give up on counts as abandoned.
+ */
 export class EmbeddedBackend implements CallBackend {
   readonly kind = "embedded";
   readonly agentName = "";
   readonly apiKey: string;
   readonly apiSecret: string;
   readonly dispatcher: Dispatcher;
+  readonly workerEnv: Record<string, string>;
   readonly #ended: Promise<JobRecord>[] = [];
   readonly #placed: Promise<JobRecord>[] = [];
+  #pending = 0;
 
-  private constructor(dispatcher: Dispatcher, apiKey: string, apiSecret: string) {
+  private constructor(dispatcher: Dispatcher, apiKey: string, apiSecret: string, markerDir: string) {
     this.dispatcher = dispatcher;
     this.apiKey = apiKey;
     this.apiSecret = apiSecret;
+    this.workerEnv = { HOLD_CALL_MARKER_DIR: markerDir };
   }
 
-  static async start(): Promise<EmbeddedBackend> {
+  /** `markerDir`: where the agent notes its job process (the stand-in for "the agent is in the room"). */
+  static async start(options: { markerDir: string; seed: number; availabilityTimeoutMs?: number }): Promise<EmbeddedBackend> {
     // Fresh credentials per run: nothing to configure, nothing to leak.
     const apiKey = `demo-${randomBytes(4).toString("hex")}`;
     const apiSecret = randomBytes(32).toString("hex");
-    // A call nobody can take right now (e.g. between a manifest switch and the new version's
-    // registration) is offered again a few times before it counts as unplaced.
-    const dispatcher = await startDispatcher({ apiKey, apiSecret, unplacedRetries: 10, retryDelayMs: 500, mintJobTokens: false });
-    return new EmbeddedBackend(dispatcher, apiKey, apiSecret);
+    const dispatcher = await startDispatcher({
+      apiKey,
+      apiSecret,
+      profile: "livekit",
+      seed: options.seed,
+      agentPresence: markerDirPresence(options.markerDir),
+      mintJobTokens: false,
+      ...(options.availabilityTimeoutMs === undefined ? {} : { availabilityTimeoutMs: options.availabilityTimeoutMs }),
+    });
+    return new EmbeddedBackend(dispatcher, apiKey, apiSecret, options.markerDir);
   }
 
   get url(): string {
@@ -71,9 +103,15 @@ export class EmbeddedBackend implements CallBackend {
   }
 
   async dispatch(call: PlannedCall): Promise<void> {
-    const handle = this.dispatcher.dispatch({ id: `call-${String(call.index).padStart(3, "0")}`, metadata: callMetadata(call) });
+    const handle = this.dispatcher.dispatch({ id: callId(call), metadata: callMetadata(call), talkMs: call.durationMs, joinTimeoutMs: CALLER_PATIENCE_MS });
     this.#ended.push(handle.ended);
     this.#placed.push(handle.placed);
+    this.#pending++;
+    void handle.placed.then(() => this.#pending--);
+  }
+
+  pending(): number {
+    return this.#pending;
   }
 
   async placed(): Promise<void> {
@@ -85,24 +123,7 @@ export class EmbeddedBackend implements CallBackend {
   }
 
   tally(): CallTally {
-    const jobs = this.dispatcher.jobs();
-    const byVersion: Record<string, number> = {};
-    for (const job of jobs) {
-      if (job.workerDeployment === undefined) continue;
-      byVersion[job.workerDeployment] = (byVersion[job.workerDeployment] ?? 0) + 1;
-    }
-    const { byFate, inFlight } = this.dispatcher.summary();
-    return {
-      observed: true,
-      started: jobs.length,
-      completed: byFate.completed,
-      failed: byFate.failed,
-      dropped: byFate.dropped,
-      terminated: byFate.terminated,
-      unplaced: byFate.unplaced,
-      inFlight,
-      byVersion,
-    };
+    return tallyJobs(this.dispatcher.jobs(), this.dispatcher.summary());
   }
 
   workerKilled(workerId: string): void {
@@ -114,21 +135,52 @@ export class EmbeddedBackend implements CallBackend {
   }
 }
 
+/** The call's verdicts from the dispatcher's records (the outside view). */
+export function tallyJobs(jobs: readonly JobRecord[], summary: DispatchSummary): CallTally {
+  const byVersion: Record<string, number> = {};
+  for (const job of jobs) {
+    const version = job.participantAttributes?.[DEPLOYMENT_VERSION_ATTRIBUTE];
+    if (version === undefined) continue;
+    byVersion[version] = (byVersion[version] ?? 0) + 1;
+  }
+  const cutShortByCause = Object.fromEntries(Object.entries(summary.cutShortByCause).filter(([, n]) => n > 0));
+  return {
+    observed: true,
+    started: jobs.length,
+    completed: summary.byFate.completed,
+    cutShort: summary.byFate.cut_short,
+    cutShortByCause,
+    unplaced: summary.byFate.unplaced,
+    abandoned: summary.byFate.abandoned,
+    notRunByReason: summary.notRunByReason,
+    inFlight: summary.inFlight,
+    byVersion,
+  };
+}
+
+export function callId(call: PlannedCall): string {
+  return `call-${String(call.index).padStart(4, "0")}`;
+}
+
 /**
  * A real LiveKit server. Each call is a room plus an explicit agent dispatch carrying the call's
- * metadata; the agent hangs up by deleting the room. LiveKit does not tell an outside observer
- * how each job ended, so fates here come from the workers themselves (see `tally`).
+ * metadata, and a caller judged from outside with the server API (livekit-server-sdk): the caller
+ * waits for the agent participant to join, talks for the call's duration, then checks the agent
+ * is still in the room (completed) or not (cut short) and hangs up by deleting the room.
+ * Not exercised by the test suite: no LiveKit server runs on these machines.
  */
 export class LiveKitBackend implements CallBackend {
   readonly kind = "livekit";
   readonly agentName = "openrtc-demo";
+  readonly workerEnv: Record<string, string> = { OPENRTC_DEMO_CONNECT: "1" };
   readonly url: string;
   readonly apiKey: string;
   readonly apiSecret: string;
   readonly #rooms: RoomServiceClient;
   readonly #dispatches: AgentDispatchClient;
   readonly #runId = randomBytes(3).toString("hex");
-  #started = 0;
+  readonly #verdicts: Promise<void>[] = [];
+  readonly #tally: CallTally = { observed: true, started: 0, completed: 0, cutShort: 0, cutShortByCause: {}, unplaced: 0, abandoned: 0, notRunByReason: {}, inFlight: 0, byVersion: {} };
 
   constructor(url: string, apiKey: string, apiSecret: string) {
     this.url = url;
@@ -143,15 +195,54 @@ export class LiveKitBackend implements CallBackend {
     const room = `openrtc-demo-${this.#runId}-${call.index}`;
     await this.#rooms.createRoom({ name: room, emptyTimeout: 60 });
     await this.#dispatches.createDispatch(room, this.agentName, { metadata: callMetadata(call) });
-    this.#started++;
+    this.#tally.started++;
+    this.#tally.inFlight++;
+    this.#verdicts.push(this.#caller(room, call).finally(() => this.#tally.inFlight--));
+  }
+
+  async #caller(room: string, call: PlannedCall): Promise<void> {
+    const t = this.#tally;
+    const agent = await this.#waitForAgent(room, CALLER_PATIENCE_MS);
+    if (agent === undefined) {
+      t.cutShort++;
+      t.cutShortByCause.agent_never_joined = (t.cutShortByCause.agent_never_joined ?? 0) + 1;
+    } else {
+      const version = agent.attributes[DEPLOYMENT_VERSION_ATTRIBUTE];
+      if (version !== undefined) t.byVersion[version] = (t.byVersion[version] ?? 0) + 1;
+      await new Promise((r) => setTimeout(r, call.durationMs));
+      const still = (await this.#rooms.listParticipants(room)).some((p) => p.identity === agent.identity);
+      if (still) t.completed++;
+      else {
+        t.cutShort++;
+        t.cutShortByCause.agent_left_room = (t.cutShortByCause.agent_left_room ?? 0) + 1;
+      }
+    }
+    await this.#rooms.deleteRoom(room).catch(() => {});
+  }
+
+  async #waitForAgent(room: string, patienceMs: number): Promise<{ identity: string; attributes: Record<string, string> } | undefined> {
+    const deadline = Date.now() + patienceMs;
+    while (Date.now() < deadline) {
+      // agents-js stamps its participant with lk.agent.name (ATTRIBUTE_AGENT_NAME), as the Python SDK does.
+      const agent = (await this.#rooms.listParticipants(room)).find((p) => p.attributes["lk.agent.name"] !== undefined);
+      if (agent !== undefined) return { identity: agent.identity, attributes: agent.attributes };
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return undefined;
   }
 
   async placed(): Promise<void> {}
 
-  async settled(): Promise<void> {}
+  pending(): number {
+    return 0;
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.#verdicts);
+  }
 
   tally(): CallTally {
-    return { observed: false, started: this.#started, completed: 0, failed: 0, dropped: 0, terminated: 0, unplaced: 0, inFlight: 0, byVersion: {} };
+    return { ...this.#tally, cutShortByCause: { ...this.#tally.cutShortByCause }, byVersion: { ...this.#tally.byVersion } };
   }
 
   async close(): Promise<void> {}

@@ -33,7 +33,7 @@ describe("buildSchedule", () => {
 
   test("metadata carries what the hold-call agent and the pool read", () => {
     const [call] = buildSchedule({ calls: 1, seed: 3 });
-    expect(JSON.parse(callMetadata(call!))).toEqual({ duration_ms: call!.durationMs, tenant: call!.tenant, call: 0 });
+    expect(JSON.parse(callMetadata(call!))).toEqual({ tenant: call!.tenant, call: 0 });
   });
 
   test("bad options are refused with the option named", () => {

@@ -10,7 +10,7 @@ export interface PlannedCall {
   wave: number;
   /** Pause before dispatching this call, after the previous call of its wave. */
   gapMs: number;
-  /** How long the agent holds the call before hanging up. */
+  /** How long the caller talks once the agent answered, before hanging up. */
   durationMs: number;
   tenant: string;
 }
@@ -84,7 +84,10 @@ export function waveOf(index: number, calls: number, waves: number): number {
   return base === 0 ? waves - 1 : extra + Math.floor((index - big) / base);
 }
 
-/** Job metadata the hold-call agent reads (`duration_ms`) plus the tenant OpenRTC labels by. */
+/**
+ * Job metadata: the tenant OpenRTC labels by and the call's index. No duration: the agent holds
+ * until its caller hangs up, and the caller (not the agent) decides when that is.
+ */
 export function callMetadata(call: PlannedCall): string {
-  return JSON.stringify({ duration_ms: call.durationMs, tenant: call.tenant, call: call.index });
+  return JSON.stringify({ tenant: call.tenant, call: call.index });
 }

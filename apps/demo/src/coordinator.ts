@@ -94,8 +94,11 @@ export class Coordinator {
     await this.#wave(1);
 
     this.#enter("drain_v1");
+    // Switch while the old version is busy (that is the point: its calls must finish where they
+    // started). Under LiveKit's random placement the previous wave may have gone all to v2.
+    const early = await this.#dispatchUntilBusy(blue, 2);
     const forward = await this.#switchTo(v2, v1, blue, green, "deploy");
-    await Promise.all([this.#drain(blue, "retiring the old version"), this.#wave(2)]);
+    await Promise.all([this.#drain(blue, "retiring the old version"), this.#wave(2, early)]);
     await this.#complete(forward, green, blue);
 
     this.#enter("rollback_start_v1");
@@ -106,8 +109,9 @@ export class Coordinator {
     await this.#wave(3);
 
     this.#enter("drain_v2");
+    const earlyBack = await this.#dispatchUntilBusy(green, 4);
     const rollback = await this.#switchTo(v1, v2, green, blueAgain, "rollback");
-    await Promise.all([this.#drain(green, "rolling back"), this.#wave(4)]);
+    await Promise.all([this.#drain(green, "rolling back"), this.#wave(4, earlyBack)]);
     await this.#complete(rollback, blueAgain, green);
 
     this.#enter("done");
@@ -210,14 +214,37 @@ export class Coordinator {
     });
   }
 
-  /** Dispatches one traffic wave, pacing calls by their scheduled gaps. */
-  async #wave(n: number): Promise<void> {
-    for (const call of this.#waves.get(n) ?? []) {
+  /**
+   * Dispatches calls of wave `n` (paced as scheduled) until one of `workers` holds a live call;
+   * returns how many it dispatched. Every call is dispatched once, as scheduled; only the
+   * moment of the switch moves.
+   */
+  async #dispatchUntilBusy(workers: readonly WorkerProcess[], n: number): Promise<number> {
+    const calls = this.#waves.get(n) ?? [];
+    let sent = 0;
+    const busy = async () => (await Promise.all(workers.map((w) => w.readSnapshot()))).some((s) => (s?.active_sessions ?? 0) > 0);
+    // The wave's last call always goes after the switch: it shows new calls landing on the new version.
+    while (sent < calls.length - 1 && !this.#stopped && !(await busy())) {
+      await this.#dispatchPaced(calls[sent]!);
+      sent++;
+      // Long enough for the offer to be answered and the session to show in the snapshot.
+      await this.#until("the call to be placed", 15_000, async () => (await busy()) || this.#o.backend.pending() === 0).catch(() => undefined);
+    }
+    return sent;
+  }
+
+  async #dispatchPaced(call: PlannedCall): Promise<void> {
+    await sleep(call.gapMs);
+    if (this.#stopped) return;
+    await this.#o.backend.dispatch(call);
+    this.dispatched++;
+  }
+
+  /** Dispatches one traffic wave (from its `from`-th call), pacing calls by their scheduled gaps. */
+  async #wave(n: number, from = 0): Promise<void> {
+    for (const call of (this.#waves.get(n) ?? []).slice(from)) {
       if (this.#stopped) return;
-      await sleep(call.gapMs);
-      if (this.#stopped) return;
-      await this.#o.backend.dispatch(call);
-      this.dispatched++;
+      await this.#dispatchPaced(call);
     }
   }
 

@@ -83,6 +83,8 @@ export class WorkerProcess {
   droppedSessions: number | undefined;
   /** When its `deployment.drain_started` audit record says the drain began (Unix seconds). */
   drainStartedAt: number | undefined;
+  /** Every id LiveKit gave this worker (one per registration), oldest first. */
+  readonly workerIds: string[] = [];
 
   constructor(name: string, version: string, child: ChildProcess) {
     this.name = name;
@@ -121,6 +123,11 @@ export class WorkerProcess {
     this.ready.catch(() => {});
     child.on("message", (m: WorkerMessage) => {
       if (m?.type === "state") this.state = m.state;
+      // LiveKit gives a worker that registers again (after its socket dropped) a new id.
+      if (m?.type === "ready") {
+        if (!this.workerIds.includes(m.workerId)) this.workerIds.push(m.workerId);
+        if (this.info !== undefined) this.info = { ...this.info, workerId: m.workerId };
+      }
       if (m?.type === "audit" && Array.isArray(m.records)) {
         for (const r of m.records) {
           if (r.event === "worker.exited") this.droppedSessions = Number(r.dropped_sessions ?? 0);
@@ -226,6 +233,8 @@ export class Fleet {
       LIVEKIT_API_SECRET: o.apiSecret,
       OPENRTC_DEPLOYMENT_VERSION: spec.version,
       OPENRTC_CONTROL_PORT: "0",
+      // runApp reads LOG_LEVEL as cli.runApp does (default info): keep the demo's output to warnings.
+      LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
     };
     if (o.manifestFile !== undefined) env.OPENRTC_MANIFEST_FILE = o.manifestFile;
     if (o.membershipSecrets !== undefined) env.OPENRTC_MEMBERSHIP_SECRETS = o.membershipSecrets.join(",");
@@ -235,7 +244,7 @@ export class Fleet {
       else env[k] = v;
     }
     const stdio = o.stdio ?? "pipe";
-    const child = spawn(process.execPath, [...workerExecArgv(), workerScriptPath], {
+    const child = spawn(process.execPath, [...workerExecArgv(), workerScriptPath, "start"], {
       env,
       detached: true,
       stdio: ["ignore", stdio, stdio, "ipc"],

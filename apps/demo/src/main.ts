@@ -83,18 +83,26 @@ export function parseFlags(argv: readonly string[]): DemoFlags {
 export interface DemoSummary {
   ok: boolean;
   backend: "embedded" | "livekit";
-  /** false on a LiveKit server: call fates come from the workers, not from outside. */
+  /** Call fates judged by their callers from outside the workers (embedded dispatcher, or LiveKit's server API). */
   fates_observed_from_outside: boolean;
   seed: number;
   calls: number;
+  /** Calls dispatched. */
   calls_started: number;
+  /** The agent's job was still running when its caller hung up. */
   calls_completed: number;
-  calls_failed: number;
+  /** The job ended before its caller hung up, whatever the worker reported; by cause. */
+  calls_cut_short: number;
+  calls_cut_short_by_cause: Record<string, number>;
+  /** Calls a caller lost: cut short, or never answered (unplaced or abandoned by LiveKit). */
   calls_dropped: number;
-  calls_terminated: number;
   jobs_rejected: number;
   jobs_rejected_by_reason: Record<string, number>;
+  /** No worker was offered the call. */
   jobs_unplaced: number;
+  /** Offers were made and LiveKit's job request gave up (each abandonment counted; the demo never re-dispatches). */
+  jobs_abandoned: number;
+  jobs_not_run_by_reason: Record<string, number>;
   calls_by_version: Record<string, number>;
   deployments: DeploymentOutcome[];
   phases: { phase: string; at_seconds: number }[];
@@ -155,7 +163,9 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
   const secret = randomBytes(32).toString("hex");
   const manifest = new ManifestFile(join(runDir, `manifest-${randomBytes(4).toString("hex")}.json`), secret);
 
-  const backend: CallBackend = liveKit === undefined ? await EmbeddedBackend.start() : new LiveKitBackend(liveKit.url, liveKit.apiKey, liveKit.apiSecret);
+  const markerDir = join(runDir, "markers");
+  mkdirSync(markerDir, { recursive: true });
+  const backend: CallBackend = liveKit === undefined ? await EmbeddedBackend.start({ markerDir, seed: flags.seed }) : new LiveKitBackend(liveKit.url, liveKit.apiKey, liveKit.apiSecret);
   const outputTail = new Map<string, string[]>();
   const logs = new Map<string, WriteStream>();
   const fleet = new Fleet({
@@ -164,7 +174,7 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     apiSecret: backend.apiSecret,
     manifestFile: manifest.path,
     membershipSecrets: [secret],
-    env: backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName },
+    env: { ...backend.workerEnv, ...(backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName }) },
     stdio: "pipe",
     // Worker logs go to <run dir>/<worker>.log (last lines kept for error reports), not to the
     // terminal: the table is the view.
@@ -232,7 +242,7 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     for (const w of fleet.workers) if (w.info !== undefined && w.exit?.code !== 0) backend.workerKilled?.(w.info.workerId);
   }
   if (error === undefined) await backend.settled();
-  const tally = callTally(backend, fleet.workers);
+  const tally = backend.tally();
   await audit.close({ timeoutMs: 5000 });
   await runAudit.close();
   await backend.close();
@@ -254,12 +264,14 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     calls: flags.calls,
     calls_started: tally.started,
     calls_completed: tally.completed,
-    calls_failed: tally.failed,
-    calls_dropped: tally.dropped,
-    calls_terminated: tally.terminated,
+    calls_cut_short: tally.cutShort,
+    calls_cut_short_by_cause: tally.cutShortByCause,
+    calls_dropped: tally.cutShort + tally.unplaced + tally.abandoned,
     jobs_rejected: Object.values(rejected).reduce((a, b) => a + b, 0),
     jobs_rejected_by_reason: rejected,
     jobs_unplaced: tally.unplaced,
+    jobs_abandoned: tally.abandoned,
+    jobs_not_run_by_reason: tally.notRunByReason,
     calls_by_version: tally.byVersion,
     deployments: coordinator.deployments,
     phases: coordinator.phases.map((p) => ({ phase: p.phase, at_seconds: Math.round((p.at - t0) / 100) / 10 })),
@@ -281,34 +293,15 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
   if (!verified.ok) summary.audit_error = verified.message;
   else if (runAudit.errors.length > 0) summary.audit_error = runAudit.errors[0];
   if (error !== undefined) summary.error = error;
+  // Every call's caller heard the agent to the end: completed == started, in every mode.
   summary.ok =
     error === undefined &&
-    summary.calls_dropped === 0 &&
-    summary.calls_failed === 0 &&
-    summary.jobs_unplaced === 0 &&
+    summary.calls_started === flags.calls &&
+    summary.calls_completed === summary.calls_started &&
     summary.audit_verified &&
     runAudit.errors.length === 0 &&
     coordinator.deployments.every((d) => d.completed);
   return summary;
-}
-
-/** On LiveKit the workers' own counts stand in for the dispatcher's outside view. */
-function callTally(backend: CallBackend, workers: readonly WorkerProcess[]): CallTally {
-  const tally = backend.tally();
-  if (tally.observed) return tally;
-  const byVersion: Record<string, number> = {};
-  let completed = 0;
-  let failed = 0;
-  let dropped = 0;
-  for (const w of workers) {
-    const s = w.snapshot;
-    if (s === undefined) continue;
-    byVersion[w.version] = (byVersion[w.version] ?? 0) + s.total_sessions_started;
-    failed += s.total_session_failures;
-    completed += s.total_sessions_started - s.total_session_failures;
-    dropped += w.droppedSessions ?? 0;
-  }
-  return { ...tally, completed, failed, dropped, byVersion };
 }
 
 export function formatSummary(s: DemoSummary): string {
@@ -317,8 +310,8 @@ export function formatSummary(s: DemoSummary): string {
     .join(", ");
   const lines = [
     "",
-    `openrtc demo ${s.ok ? "OK" : "FAILED"} in ${s.duration_seconds} s (${s.backend}${s.fates_observed_from_outside ? "" : "; call fates as reported by the workers"})`,
-    `  calls: ${s.calls_started} started, ${s.calls_completed} completed, ${s.calls_dropped} dropped, ${s.calls_failed} failed, ${s.jobs_unplaced} unplaced`,
+    `openrtc demo ${s.ok ? "OK" : "FAILED"} in ${s.duration_seconds} s (${s.backend}; call fates judged by the callers)`,
+    `  calls: ${s.calls_started} started, ${s.calls_completed} completed, ${s.calls_cut_short} cut short${s.calls_cut_short > 0 ? ` (${Object.entries(s.calls_cut_short_by_cause).map(([c, n]) => `${c}: ${n}`).join(", ")})` : ""}, ${s.jobs_unplaced} unplaced, ${s.jobs_abandoned} abandoned`,
     `  calls by version: ${versions || "none"}`,
     `  jobs rejected by workers: ${s.jobs_rejected}${s.jobs_rejected > 0 ? ` (${Object.entries(s.jobs_rejected_by_reason).map(([r, n]) => `${r}: ${n}`).join(", ")})` : ""}`,
     ...s.deployments.map((d) => `  ${d.kind} ${d.from_version} → ${d.version}: ${d.completed ? "completed" : "NOT completed"}`),

@@ -1,19 +1,21 @@
-// One voice-agent worker process: a real @livekit/agents AgentServer with OpenRTC attached.
+// One voice-agent worker process: a real @livekit/agents AgentServer with OpenRTC attached,
+// started the way agents-js workers are (`runApp`, the drop-in for `cli.runApp`):
+//   node --import tsx src/worker.ts start
 // Configured from the environment (what a Kubernetes pod spec or a systemd unit would set):
 //   LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET   where to register
 //   OPENRTC_DEPLOYMENT_VERSION                          this build's version, e.g. v2.0.0
 //   OPENRTC_MANIFEST_FILE, OPENRTC_MEMBERSHIP_SECRETS   optional: the signed active-version manifest
 //   OPENRTC_CONTROL_PORT                                control server port (default 0: any)
 //   OPENRTC_DRAIN_TIMEOUT_MS                            when a drain counts as stuck (default 1 h)
+//   OPENRTC_CALLS_PER_WORKER                            calls at which the worker reports itself full (default 10)
 //   OTEL_EXPORTER_OTLP_ENDPOINT                         optional: export one span per call over OTLP/HTTP
 // With an IPC channel (the demo's coordinator), the worker reports {type:"ready"} and forwards
 // its audit records ({type:"audit"}) so the run has one audit file; otherwise it logs them.
 import { fileURLToPath } from "node:url";
-import { initializeLogger } from "@livekit/agents";
+import { ServerOptions } from "@livekit/agents";
 import { AgentPool, attachProcessLifecycle, createControlServer, fileManifest, ManifestGate, type AuditSink } from "@openrtc/core";
-import { createAgentServer } from "@openrtc/core/livekit";
+import { runApp } from "@openrtc/core/livekit";
 
-initializeLogger({ pretty: false, level: process.env.LOG_LEVEL ?? "warn" });
 // The OTel SDK is loaded only when an endpoint is configured: loading it costs every worker
 // several MB of RSS even when it exports nothing.
 const telemetry =
@@ -61,35 +63,39 @@ const pool = new AgentPool({
 // Attached once the pool exists, so the first (synchronous) read can already be audited.
 if (membership) membership.attach(fileManifest(process.env.OPENRTC_MANIFEST_FILE!, { pollIntervalMs: 250 }));
 const control = await createControlServer(pool, { port: Number(process.env.OPENRTC_CONTROL_PORT ?? 0) });
-const { server, binding } = await createAgentServer(pool, {
-  agent: fileURLToPath(new URL("./agent.ts", import.meta.url)),
-  wsURL: process.env.LIVEKIT_URL ?? "",
-  apiKey: process.env.LIVEKIT_API_KEY ?? "",
-  apiSecret: process.env.LIVEKIT_API_SECRET ?? "",
-  host: "127.0.0.1",
-  port: 0,
-  // No warm job processes: @livekit/agents 1.9 replaces a used idle process at once, and
-  // closing the server while that replacement is still starting waits out
-  // shutdownProcessTimeout, which would hold a drained worker's exit for seconds.
-  shutdownProcessTimeout: 10_000,
-  // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
-  // takes longer than the SDK's 10 s default (30 s and more while other test suites load the
-  // machine), and a job whose process timed out never runs (the binding then reports it failed
-  // to LiveKit once this budget and the assignment wait have passed).
-  initializeProcessTimeout: Number(process.env.OPENRTC_JOB_INIT_TIMEOUT_MS ?? 50_000),
-});
-
+// Joins the lifecycle runApp attaches (one shutdown path): the control server and the OTel SDK
+// stop after the AgentServer closed.
 attachProcessLifecycle(pool, {
   beforeExit: async () => {
-    await server.close();
-    await binding.close();
     await control.close();
     await telemetry?.shutdown();
   },
 });
 pool.on("state", (state) => send({ type: "state", state }));
-server.event.on("worker_registered", (workerId: string) => send({ type: "ready", workerId, controlUrl: control.url, pid: process.pid }));
 // The coordinator's IPC channel closing must not end the worker or its calls.
 process.on("disconnect", () => {});
 
-await server.run();
+const callsPerWorker = Number(process.env.OPENRTC_CALLS_PER_WORKER ?? 10);
+const app = await runApp(
+  pool,
+  new ServerOptions({
+    agent: fileURLToPath(new URL("./agent.ts", import.meta.url)),
+    host: "127.0.0.1",
+    port: 0,
+    // Load by calls held, not by CPU: the SDK's default (the machine's CPU share, full at 0.7 in
+    // production) reads a 2-core box running a whole fleet as full most of the time, and LiveKit
+    // never offers a job to a full worker. OPENRTC_CALLS_PER_WORKER calls make a worker full.
+    loadFunc: async () => pool.activeSessions / callsPerWorker,
+    loadThreshold: 1,
+    // One warm job process (production's default is up to 4): enough for the demo's call rate,
+    // and each costs a Node process on a small machine.
+    numIdleProcesses: 1,
+    shutdownProcessTimeout: 10_000,
+    // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
+    // takes longer than the SDK's 10 s default (30 s and more while other test suites load the
+    // machine), and a job whose process timed out never runs (the binding then reports it failed
+    // to LiveKit once this budget and the assignment wait have passed).
+    initializeProcessTimeout: Number(process.env.OPENRTC_JOB_INIT_TIMEOUT_MS ?? 50_000),
+  }),
+);
+app?.server.event.on("worker_registered", (workerId: string) => send({ type: "ready", workerId, controlUrl: control.url, pid: process.pid }));

@@ -2,14 +2,16 @@
 // taking them: real worker processes, a real manifest file, the embedded dispatcher.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { WorkerProcess } from "../src/fleet.ts";
-import { hold, snapshotUntil, startRig, until, type Rig } from "./rig.ts";
+import { call, hangUpOnceRunning, snapshotUntil, startRig, until, type Rig } from "./rig.ts";
 
 let rig: Rig;
 let leftover: WorkerProcess;
 let member: WorkerProcess;
 
 beforeAll(async () => {
-  rig = await startRig({ activeVersions: ["v1.0.0", "v2.0.0"] });
+  // Least-jobs order (not LiveKit's weighted random) so the third test can make the leftover the
+  // first worker offered a job: the rule under test is the worker's refusal, not the selection.
+  rig = await startRig({ activeVersions: ["v1.0.0", "v2.0.0"], selection: "least-jobs" });
   leftover = rig.fleet.spawn({ name: "leftover-v1", version: "v1.0.0" });
   member = rig.fleet.spawn({ name: "member-v2", version: "v2.0.0" });
   await Promise.all([leftover.ready, member.ready]);
@@ -34,8 +36,8 @@ describe("signed membership: manifest {v1,v2} → {v2}", () => {
   });
 
   test("new jobs all land on the member", async () => {
-    const handles = [0, 1, 2].map(() => rig.dispatcher.dispatch({ metadata: hold(300) }));
-    const ended = await Promise.all(handles.map((h) => h.ended));
+    const handles = [0, 1, 2].map(() => call(rig));
+    const ended = await Promise.all(handles.map((h) => hangUpOnceRunning(rig, h)));
     for (const job of ended) {
       expect(job.fate).toBe("completed");
       expect(job.workerId).toBe(member.info!.workerId);
@@ -47,20 +49,22 @@ describe("signed membership: manifest {v1,v2} → {v2}", () => {
   test("an offer that still reaches the leftover (here: right after it re-registers) is refused for membership and goes to the member", async () => {
     // The member holds a call, so the dispatcher's least-jobs placement offers the next job to
     // the leftover first while LiveKit still sees it as available (a fresh registration).
-    const busy = rig.dispatcher.dispatch({ metadata: hold(6000) });
+    const busy = call(rig);
     expect((await busy.placed).workerId).toBe(member.info!.workerId);
-    const leftoverId = leftover.info!.workerId;
-    const reconnected = new Promise<void>((resolve) => {
-      const on = (w: { id: string }) => {
-        if (w.id !== leftoverId) return;
-        rig.dispatcher.events.off("worker_reconnected", on);
-        resolve();
+    const oldId = leftover.info!.workerId;
+    // As on LiveKit's server, the re-registration is a new worker (new id) that starts available.
+    const reconnected = new Promise<string>((resolve) => {
+      const on = (w: { id: string; reconnectOf?: string }) => {
+        if (w.reconnectOf !== oldId) return;
+        rig.dispatcher.events.off("worker_registered", on);
+        resolve(w.id);
       };
-      rig.dispatcher.events.on("worker_reconnected", on);
+      rig.dispatcher.events.on("worker_registered", on);
     });
-    rig.dispatcher.dropConnection(leftoverId);
-    await reconnected;
-    const job = await rig.dispatcher.dispatch({ metadata: hold(300) }).ended;
+    rig.dispatcher.dropConnection(oldId);
+    const leftoverId = await reconnected;
+    const next = call(rig);
+    const job = await hangUpOnceRunning(rig, next);
     expect(job.offers.map((o) => [o.workerId, o.answer])).toEqual([
       [leftoverId, "unavailable"],
       [member.info!.workerId, "accepted"],
@@ -71,7 +75,7 @@ describe("signed membership: manifest {v1,v2} → {v2}", () => {
     const snap = await leftover.readSnapshot();
     expect(snap).toMatchObject({ member: false, total_sessions_started: 0 });
     expect(snap!.rejected_jobs).toBeGreaterThanOrEqual(1);
-    expect((await busy.ended).fate).toBe("completed");
+    expect((await hangUpOnceRunning(rig, busy)).fate).toBe("completed");
   });
 
   test("both still drain and exit 0 on SIGTERM", async () => {

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AuditRecord, RuntimeSnapshotJSON } from "@openrtc/core";
-import { startDispatcher, type Dispatcher } from "@openrtc/livekit-dispatcher";
+import { markerDirPresence, startDispatcher, type Dispatcher, type JobHandle, type JobRecord } from "@openrtc/livekit-dispatcher";
 import { Fleet, type WorkerProcess } from "../src/fleet.ts";
 import { ManifestFile } from "../src/manifest-file.ts";
 
@@ -24,7 +24,7 @@ export interface Rig {
   close(): Promise<void>;
 }
 
-export async function startRig(options: { activeVersions?: string[] } = {}): Promise<Rig> {
+export async function startRig(options: { activeVersions?: string[]; seed?: number; selection?: "weighted-by-load" | "least-jobs" } = {}): Promise<Rig> {
   const apiKey = "rig";
   const apiSecret = randomBytes(32).toString("hex");
   const dir = mkdtempSync(join(tmpdir(), "demo-rig-"));
@@ -34,7 +34,8 @@ export async function startRig(options: { activeVersions?: string[] } = {}): Pro
   const secret = randomBytes(32).toString("hex");
   const manifest = new ManifestFile(join(dir, "manifest.json"), secret);
   if (options.activeVersions !== undefined) await manifest.publish(options.activeVersions);
-  const dispatcher = await startDispatcher({ apiKey, apiSecret, mintJobTokens: false });
+  // LiveKit's server rules; the marker directory stands in for "the agent is in the room".
+  const dispatcher = await startDispatcher({ apiKey, apiSecret, profile: "livekit", seed: options.seed ?? 1, ...(options.selection ? { selection: options.selection } : {}), agentPresence: markerDirPresence(markerDir), mintJobTokens: false });
   const records: AuditRecord[] = [];
   const origins = new Map<WorkerProcess, Set<string>>();
   const fleet = new Fleet({
@@ -90,4 +91,12 @@ export function snapshotUntil(worker: WorkerProcess, what: string, pred: (s: Run
   }, timeoutMs);
 }
 
-export const hold = (durationMs: number, extra: Record<string, unknown> = {}) => JSON.stringify({ duration_ms: durationMs, tenant: "acme", ...extra });
+/** A call whose caller hangs up when the test says (`hangUp`); the agent holds until then. */
+export const call = (rig: Rig, extra: Record<string, unknown> = {}): JobHandle => rig.dispatcher.dispatch({ metadata: JSON.stringify({ tenant: "acme", ...extra }), caller: true });
+
+/** The caller hangs up once the agent's entry runs; resolves with the caller's verdict. */
+export async function hangUpOnceRunning(rig: Rig, handle: JobHandle): Promise<JobRecord> {
+  await until(`${handle.id}'s entry to start`, () => rig.jobPid(handle.id));
+  rig.dispatcher.hangUp(handle.id);
+  return handle.ended;
+}

@@ -44,7 +44,7 @@ describe("demo worker exports one span per call over OTLP when OTEL_EXPORTER_OTL
     receiver.listen(0, "127.0.0.1");
     await once(receiver, "listening");
     endpoint = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
-    dispatcher = await startDispatcher({ apiKey, apiSecret });
+    dispatcher = await startDispatcher({ apiKey, apiSecret, profile: "livekit" });
   });
   afterAll(async () => {
     await dispatcher?.close();
@@ -52,7 +52,7 @@ describe("demo worker exports one span per call over OTLP when OTEL_EXPORTER_OTL
   });
 
   test("span attributes, status, and service.version from the worker's deployment_version", async () => {
-    const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", workerScript], {
+    const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", workerScript, "start"], {
       env: {
         ...process.env,
         LIVEKIT_URL: dispatcher.url,
