@@ -210,6 +210,9 @@ class SharedLifecycle {
   private finish(code: number): void {
     if (this.finished) return;
     this.finished = true;
+    // A forced exit can cut the pool's audit flush short: hand what is left to the sinks that
+    // can write synchronously (the file sink) before the process goes.
+    this.pool.auditLog.flushSync();
     this.attachments.clear();
     this.installSignals();
     this.resolveExiting(code);
