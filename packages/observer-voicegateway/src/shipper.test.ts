@@ -141,7 +141,7 @@ describe("the in-process collector checks the ingest format", () => {
     expect((await fetch(`${collector.url}/v1/openrtc/compare?base=a`)).status).toBe(400);
     expect((await fetch(`${collector.url}/v1/openrtc/compare?base=a&candidate=a`)).status).toBe(400);
     expect((await fetch(`${collector.url}/v1/openrtc/compare?base=a&candidate=b&confidence=x`)).status).toBe(400);
-    const cmp = await (await fetch(`${collector.url}/v1/openrtc/compare?base=a&candidate=b&minCalls=5&tenant=t`)).json();
+    const cmp = (await (await fetch(`${collector.url}/v1/openrtc/compare?base=a&candidate=b&minCalls=5&tenant=t`)).json()) as { verdict: string };
     expect(cmp.verdict).toBe("insufficient_data");
   });
 });
