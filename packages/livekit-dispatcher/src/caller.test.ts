@@ -90,6 +90,17 @@ describe("a caller who talks from the agent's answer (talkMs)", () => {
     expect(await h.ended).toMatchObject({ fate: "cut_short", cause: "agent_never_joined" });
   });
 
+  it("an agent that joins after its caller gave up finds the room closed: JobTermination again (agents-js 1.9 drops one sent while the job process starts)", async () => {
+    const presence = new Map<string, AgentPresence>();
+    const { d, fw } = await setup({ agentPresence: (id) => presence.get(id) ?? "not_joined", presencePollMs: 20 });
+    const h = d.dispatch({ talkMs: 10_000, joinTimeoutMs: 40 });
+    expect((await fw.next("termination")).jobId).toBe(h.id);
+    expect(await h.ended).toMatchObject({ fate: "cut_short", cause: "agent_never_joined" });
+    presence.set(h.id, "in_room");
+    expect((await fw.next("termination")).jobId).toBe(h.id);
+    expect(d.job(h.id)?.lateSignals).toContain("agent_joined_closed_room");
+  });
+
   it("validates talkMs and joinTimeoutMs", async () => {
     const { d } = await setup({ agentPresence: () => "in_room" });
     expect(() => d.dispatch({ talkMs: -1 })).toThrow(/talkMs must be/);

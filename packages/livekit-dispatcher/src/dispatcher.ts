@@ -231,7 +231,15 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     if (!sent) log.warn("termination not delivered: worker not connected", { jobId: job.id, workerId: job.hostWorkerId });
   };
 
+  /**
+   * Jobs whose room closed before their agent joined. agents-js 1.9 ignores a JobTermination
+   * for a job whose process is still starting, so the agent joins later; on LiveKit it could
+   * not stay in a closed room, so when the probe sees it join, the room is closed on it again.
+   */
+  const closedBeforeJoin = new Set<string>();
+
   const settle = (job: JobRecord, snapshot: JobRecord): void => {
+    if (probe && snapshot.fate !== "unplaced" && snapshot.fate !== "abandoned" && readPresence(job.id) === "not_joined") closedBeforeJoin.add(job.id);
     const t = hangUps.get(job.id);
     if (t) clearTimeout(t);
     hangUps.delete(job.id);
@@ -837,6 +845,16 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   const presenceTimer = probe
     ? setInterval(() => {
+        for (const id of closedBeforeJoin) {
+          const presence = readPresence(id);
+          if (presence === "not_joined") continue;
+          closedBeforeJoin.delete(id);
+          if (presence !== "in_room") continue;
+          const job = ledger.get(id);
+          if (job === undefined) continue;
+          job.lateSignals.push("agent_joined_closed_room");
+          closeRoomFor(job);
+        }
         for (const job of ledger.running()) {
           const presence = readPresence(job.id);
           if (presence === "in_room" && job.talkMs !== undefined && job.agentJoinedAt === undefined) {
@@ -1046,6 +1064,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     if (closing) return;
     closing = true;
     if (presenceTimer) clearInterval(presenceTimer);
+    closedBeforeJoin.clear();
     for (const t of hangUps.values()) clearTimeout(t);
     hangUps.clear();
     for (const s of [...sleepers]) s.wake();
