@@ -241,6 +241,24 @@ describe("membership through a ManifestGate", () => {
     expect(changed.at(-1)).toMatchObject({ member: false, reason: "manifest_expired" });
   });
 
+  test("a fail-closed gate read after the pool exists: the trail says no_manifest → not_member (or → member)", async () => {
+    const clock = manualClock();
+    const gate = new ManifestGate({ secrets: [SECRET], clock, logger: recordingLogger() });
+    const { pool, events } = makePool({ membership: gate, clock });
+    const seen: boolean[] = [];
+    pool.on("membership", (member) => seen.push(member));
+    gate.offer(signManifest({ seq: 1, activeVersions: ["v2.0.0"], issuedAt: clock(), secret: SECRET }), "file");
+    expect(pool.membershipReason).toBe("not_member");
+    gate.offer(signManifest({ seq: 2, activeVersions: ["v2.0.0", "v3"], issuedAt: clock(), secret: SECRET }), "file");
+    gate.offer(signManifest({ seq: 3, activeVersions: ["v1.0.0"], issuedAt: clock(), secret: SECRET }), "file");
+    const changed = await events("worker.membership_changed");
+    expect(changed.map((r) => [r.member, r.reason])).toEqual([
+      [false, "not_member"],
+      [true, undefined],
+    ]);
+    expect(seen).toEqual([true]);
+  });
+
   test("a throwing gate fails closed", () => {
     let calls = 0;
     let listener = () => {};

@@ -176,6 +176,9 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
   private delivering = false;
   // Set while close() ends the calls it drops, so those ends do not complete the drain.
   private droppingLive = false;
+  // The last membership reason recorded: a non-member whose reason changes (no_manifest →
+  // not_member once the manifest is read) gets a record too, so the trail says why.
+  private membershipReasonSeen: string | undefined;
 
   constructor(options: AgentPoolOptions = {}) {
     super();
@@ -231,7 +234,8 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     });
     this.membership = options.membership;
     if (this.membership !== undefined) {
-      this.memberValue = this.membership.isMember(this.deploymentVersion);
+      this.memberValue = this.askMembership();
+      this.membershipReasonSeen = this.membershipReason;
       this.unsubscribeMembership = this.membership.subscribe(() => this.refreshMembership());
       // Every manifest the gate refuses goes on record (never the secret or the signature).
       this.unsubscribeRejections = this.membership.subscribeRejections?.((rejection) => this.recordManifestRejection(rejection));
@@ -573,24 +577,30 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
 
   private refreshMembershipNow(): void {
     if (this.membership === undefined || this.stateValue === "closed") return;
-    let member: boolean;
-    try {
-      member = this.membership.isMember(this.deploymentVersion);
-    } catch (error) {
-      // A gate that cannot answer cannot vouch for this worker: fail closed.
-      this.logger.error({ err: describeError(error) }, "membership gate threw; treating this worker as not a member");
-      member = false;
-    }
-    if (member === this.memberValue) return;
+    const member = this.askMembership();
+    const changed = member !== this.memberValue;
     this.memberValue = member;
+    const reason = this.membershipReason;
+    if (!changed && reason === this.membershipReasonSeen) return;
+    this.membershipReasonSeen = reason;
     this.auditLog.emit(AuditEventType.MembershipChanged, {
       target: "worker",
       result: member ? "member" : "not_member",
       worker_id: this.workerIdValue,
       member,
-      ...(member ? {} : { reason: this.membershipReason }),
+      ...(reason === undefined ? {} : { reason }),
     });
-    this.queue({ name: "membership", args: [member] });
+    if (changed) this.queue({ name: "membership", args: [member] });
+  }
+
+  private askMembership(): boolean {
+    try {
+      return this.membership?.isMember(this.deploymentVersion) ?? true;
+    } catch (error) {
+      // A gate that cannot answer cannot vouch for this worker: fail closed.
+      this.logger.error({ err: describeError(error) }, "membership gate threw; treating this worker as not a member");
+      return false;
+    }
   }
 
   private recordManifestRejection(rejection: ManifestRejection): void {
