@@ -53,8 +53,8 @@ export interface CallBackend {
   close(): Promise<void>;
 }
 
-/** How long a caller waits for the agent to answer before hanging up (then: cut short, agent never joined). */
-export const CALLER_PATIENCE_MS = 30_000;
+/** How long a caller waits for the agent to answer before hanging up (then: cut short, agent never joined). Patient: on a loaded 2-core box a job process can take tens of seconds to start. */
+export const CALLER_PATIENCE_MS = 60_000;
 
 /**
  * The embedded dispatcher, following LiveKit's server rules (deployment routing, weighted

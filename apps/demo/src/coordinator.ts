@@ -31,6 +31,13 @@ export interface CoordinatorOptions {
   /** A drain that has not finished within this long fails the run (nothing is killed). Default 120 s. */
   drainWaitMs?: number;
   onPhase?: (phase: Phase) => void;
+  /**
+   * Resolves when the workers about to be drained should get their SIGTERM (e.g. the chaos run
+   * waits for a job assignment to one of them, to signal mid-assignment). Default: at once.
+   */
+  beforeSignal?: (workers: readonly WorkerProcess[]) => Promise<void>;
+  /** SIGTERM the retiring workers before the manifest switch (default after it). */
+  signalBeforeSwitch?: boolean;
   /** Human-readable progress lines. */
   log?: (line: string) => void;
 }
@@ -54,7 +61,7 @@ const ACTOR = "demo-coordinator";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Coordinator {
-  readonly #o: Required<Omit<CoordinatorOptions, "onPhase" | "log">> & Pick<CoordinatorOptions, "onPhase" | "log">;
+  readonly #o: Required<Omit<CoordinatorOptions, "onPhase" | "log" | "beforeSignal" | "signalBeforeSwitch">> & Pick<CoordinatorOptions, "onPhase" | "log" | "beforeSignal" | "signalBeforeSwitch">;
   phase: Phase | "init" = "init";
   readonly phases: PhaseMark[] = [];
   readonly deployments: DeploymentOutcome[] = [];
@@ -97,8 +104,7 @@ export class Coordinator {
     // Switch while the old version is busy (that is the point: its calls must finish where they
     // started). Under LiveKit's random placement the previous wave may have gone all to v2.
     const early = await this.#dispatchUntilBusy(blue, 2);
-    const forward = await this.#switchTo(v2, v1, blue, green, "deploy");
-    await Promise.all([this.#drain(blue, "retiring the old version"), this.#wave(2, early)]);
+    const forward = await this.#retire(v2, v1, blue, green, "deploy", "retiring the old version", 2, early);
     await this.#complete(forward, green, blue);
 
     this.#enter("rollback_start_v1");
@@ -110,8 +116,7 @@ export class Coordinator {
 
     this.#enter("drain_v2");
     const earlyBack = await this.#dispatchUntilBusy(green, 4);
-    const rollback = await this.#switchTo(v1, v2, green, blueAgain, "rollback");
-    await Promise.all([this.#drain(green, "rolling back"), this.#wave(4, earlyBack)]);
+    const rollback = await this.#retire(v1, v2, green, blueAgain, "rollback", "rolling back", 4, earlyBack);
     await this.#complete(rollback, blueAgain, green);
 
     this.#enter("done");
@@ -171,7 +176,8 @@ export class Coordinator {
     const manifest = await this.#o.manifest.publish([to]);
     await this.#until(`workers to apply manifest seq ${manifest.seq} (${to} only)`, 30_000, async () => {
       const [l, a] = await Promise.all([Promise.all(leaving.map((w) => w.readSnapshot())), Promise.all(arriving.map((w) => w.readSnapshot()))]);
-      return l.every((s) => s === undefined || s.member === false) && a.every((s) => s?.member === true);
+      // A leaving worker takes no new job once it is out of the manifest or draining.
+      return l.every((s) => s === undefined || s.member === false || s.draining) && a.every((s) => s?.member === true);
     });
     const outcome: DeploymentOutcome = { from_version: from, version: to, kind, completed: false, switched_at: Date.now() };
     this.deployments.push(outcome);
@@ -179,10 +185,28 @@ export class Coordinator {
     return outcome;
   }
 
-  /** SIGTERMs the workers and waits until each exited; a non-zero exit fails the run. */
+  /**
+   * Moves traffic from `leaving` to `arriving` and retires `leaving`: the manifest switch, then
+   * SIGTERM (or, with `signalBeforeSwitch`, SIGTERM first, the way a platform retiring pods
+   * does without a manifest), while the rest of wave `wave` is dispatched.
+   */
+  async #retire(to: string, from: string, leaving: readonly WorkerProcess[], arriving: readonly WorkerProcess[], kind: "deploy" | "rollback", why: string, wave: number, early: number): Promise<DeploymentOutcome> {
+    await this.#o.beforeSignal?.(leaving);
+    if (this.#o.signalBeforeSwitch) this.#signal(leaving, why);
+    const outcome = await this.#switchTo(to, from, leaving, arriving, kind);
+    await Promise.all([this.#drain(leaving, why), this.#wave(wave, early)]);
+    return outcome;
+  }
+
+  #signal(workers: readonly WorkerProcess[], why: string): void {
+    const fresh = workers.filter((w) => w.terminatedAt === undefined);
+    for (const w of fresh) w.signal("SIGTERM");
+    if (fresh.length > 0) this.#o.log?.(`SIGTERM → ${fresh.map((w) => w.name).join(", ")} (${why})`);
+  }
+
+  /** SIGTERMs the workers (unless already signalled) and waits until each exited; a non-zero exit fails the run. */
   async #drain(workers: readonly WorkerProcess[], why: string): Promise<void> {
-    for (const w of workers) w.signal("SIGTERM");
-    this.#o.log?.(`SIGTERM → ${workers.map((w) => w.name).join(", ")} (${why})`);
+    this.#signal(workers, why);
     await this.#until(`${workers.map((w) => w.name).join(", ")} to drain and exit`, this.#o.drainWaitMs, async () => workers.every((w) => !w.alive), () =>
       Promise.all(workers.map((w) => w.exited)),
     );

@@ -83,6 +83,8 @@ export class WorkerProcess {
   droppedSessions: number | undefined;
   /** When its `deployment.drain_started` audit record says the drain began (Unix seconds). */
   drainStartedAt: number | undefined;
+  /** When the process exited (ms since epoch). */
+  exitedAt: number | undefined;
   /** Every id LiveKit gave this worker (one per registration), oldest first. */
   readonly workerIds: string[] = [];
 
@@ -100,6 +102,7 @@ export class WorkerProcess {
     });
     this.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
+        this.exitedAt = Date.now();
         void disconnected.then(() => {
           this.exit = { code, signal };
           resolve(this.exit);
@@ -143,6 +146,11 @@ export class WorkerProcess {
 
   get controlUrl(): string | undefined {
     return this.info?.controlUrl;
+  }
+
+  /** Sends an IPC message to the worker (ignored once it is gone). */
+  send(message: unknown): void {
+    if (this.alive && this.child.connected) this.child.send(message as object);
   }
 
   /** Sends a signal to the worker process itself (not its job processes). */

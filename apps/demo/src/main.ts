@@ -7,10 +7,11 @@ import { dirname, join, resolve } from "node:path";
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { AuditLog } from "@openrtc/core";
+import { AuditLog, type AuditRecord } from "@openrtc/core";
+import type { JobRecord } from "@openrtc/livekit-dispatcher";
 import { EmbeddedBackend, LiveKitBackend, liveKitFromEnv, type CallBackend, type CallTally } from "./backend.ts";
-import { buildSchedule } from "./calls.ts";
-import { Coordinator, type DeploymentOutcome } from "./coordinator.ts";
+import { buildSchedule, type PlannedCall } from "./calls.ts";
+import { Coordinator, type CoordinatorOptions, type DeploymentOutcome, type PhaseMark } from "./coordinator.ts";
 import { Fleet, type WorkerProcess } from "./fleet.ts";
 import { ManifestFile } from "./manifest-file.ts";
 import { RunAudit } from "./run-audit.ts";
@@ -145,13 +146,37 @@ export async function main(argv: readonly string[], io: DemoIo = { stdout: proce
     io.stderr.write(`openrtc demo: ${(error as Error).message}\n`);
     return 2;
   }
-  const summary = await runDemo(flags, liveKit, io);
+  const { summary } = await runDemo(flags, liveKit, io);
   if (flags.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
   else io.stdout.write(`${formatSummary(summary)}\n`);
   return summary.ok ? 0 : 1;
 }
 
-async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromEnv>, io: DemoIo): Promise<DemoSummary> {
+/** What a run leaves besides its summary: the outside view of every call and the audit trail. */
+export interface DemoRun {
+  summary: DemoSummary;
+  /** The dispatcher's record of every call (embedded backend; empty on LiveKit). */
+  jobs: JobRecord[];
+  records: readonly AuditRecord[];
+  workers: readonly WorkerProcess[];
+  phases: readonly PhaseMark[];
+  runDir: string;
+  markerDir: string;
+}
+
+/** Extension points for runs built on the demo (the chaos run). */
+export interface DemoHooks {
+  /** The call schedule (default: `buildSchedule({ calls, seed })`). */
+  schedule?: PlannedCall[];
+  /** Extra environment for every worker. */
+  workerEnv?: Record<string, string>;
+  beforeSignal?: CoordinatorOptions["beforeSignal"];
+  signalBeforeSwitch?: boolean;
+  /** Called once the run is under way; `stop` is awaited when it ends. */
+  onRunning?: (run: { backend: CallBackend; fleet: Fleet; coordinator: Coordinator; markerDir: string; note: (line: string) => void }) => { stop(): Promise<void> | void };
+}
+
+export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromEnv>, io: DemoIo, hooks: DemoHooks = {}): Promise<DemoRun> {
   const t0 = Date.now();
   const out = flags.json ? io.stderr : io.stdout;
   const runDir = flags.auditFile === undefined ? await mkdtemp(join(tmpdir(), "openrtc-demo-")) : dirname(resolve(flags.auditFile));
@@ -174,7 +199,7 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     apiSecret: backend.apiSecret,
     manifestFile: manifest.path,
     membershipSecrets: [secret],
-    env: { ...backend.workerEnv, ...(backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName }) },
+    env: { ...backend.workerEnv, ...hooks.workerEnv, ...(backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName }) },
     stdio: "pipe",
     // Worker logs go to <run dir>/<worker>.log (last lines kept for error reports), not to the
     // terminal: the table is the view.
@@ -188,7 +213,7 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     },
     onAudit: (records) => runAudit.append(records),
   });
-  const schedule = buildSchedule({ calls: flags.calls, seed: flags.seed });
+  const schedule = hooks.schedule ?? buildSchedule({ calls: flags.calls, seed: flags.seed });
   let coordinator: Coordinator | undefined;
   const table = new LiveTable({
     out,
@@ -210,6 +235,8 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     schedule,
     oldVersion: OLD_VERSION,
     newVersion: NEW_VERSION,
+    ...(hooks.beforeSignal === undefined ? {} : { beforeSignal: hooks.beforeSignal }),
+    ...(hooks.signalBeforeSwitch === undefined ? {} : { signalBeforeSwitch: hooks.signalBeforeSwitch }),
     log: (line) => table.note(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${line}`),
   });
   let interrupts = 0;
@@ -227,6 +254,8 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
   table.note(`openrtc demo: ${schedule.length} calls, seed ${flags.seed}, ${backend.kind === "embedded" ? `embedded dispatcher ${backend.url}` : `LiveKit ${backend.url}`}; audit log ${auditPath}`);
   fleet.startPolling();
   table.start();
+  const note = (line: string) => table.note(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${line}`);
+  const extra = hooks.onRunning?.({ backend, fleet, coordinator, markerDir, note });
   let error: string | undefined;
   try {
     await coordinator.run();
@@ -235,6 +264,7 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
     table.note(`demo failed: ${error}`);
     for (const [name, lines] of outputTail) if (lines.length > 0) table.note(`--- last output of ${name} ---\n${lines.join("\n")}`);
   } finally {
+    await extra?.stop();
     process.off("SIGINT", onSigint);
     table.stop();
     await fleet.close();
@@ -243,13 +273,14 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
   }
   if (error === undefined) await backend.settled();
   const tally = backend.tally();
+  const jobs = backend instanceof EmbeddedBackend ? backend.dispatcher.jobs() : [];
   await audit.close({ timeoutMs: 5000 });
   await runAudit.close();
   await backend.close();
   for (const log of logs.values()) log.end();
   if (backend instanceof EmbeddedBackend) {
     // The dispatcher's record of every call (offers, assignment, fate): the outside view.
-    await writeFile(join(runDir, "calls.json"), `${JSON.stringify(backend.dispatcher.jobs(), null, 1)}\n`);
+    await writeFile(join(runDir, "calls.json"), `${JSON.stringify(jobs, null, 1)}\n`);
   }
   const verified = await runAudit.verify();
   const rejected: Record<string, number> = {};
@@ -296,12 +327,12 @@ async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromE
   // Every call's caller heard the agent to the end: completed == started, in every mode.
   summary.ok =
     error === undefined &&
-    summary.calls_started === flags.calls &&
+    summary.calls_started === schedule.length &&
     summary.calls_completed === summary.calls_started &&
     summary.audit_verified &&
     runAudit.errors.length === 0 &&
     coordinator.deployments.every((d) => d.completed);
-  return summary;
+  return { summary, jobs, records: runAudit.records, workers: fleet.workers, phases: coordinator.phases, runDir, markerDir };
 }
 
 export function formatSummary(s: DemoSummary): string {

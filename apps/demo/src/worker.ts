@@ -28,10 +28,19 @@ const send = (message: unknown) => {
   if (process.connected && process.send) process.send(message);
 };
 
+// Faults the chaos run injects over IPC ({type:"chaos", fault, ms}): the audit sink failing, or
+// the worker reporting itself overloaded (load 1), for `ms`. Never used by `pnpm demo`.
+const faultUntil = { audit_fail: 0, overload: 0 };
+process.on("message", (m: { type?: string; fault?: keyof typeof faultUntil; ms?: number }) => {
+  if (m?.type === "chaos" && m.fault !== undefined && m.fault in faultUntil) faultUntil[m.fault] = Date.now() + Number(m.ms ?? 0);
+});
+
 /** Forwards audit records to the coordinator, which writes the run's single audit file. */
 const forwardSink: AuditSink = {
   name: "coordinator",
   write(records) {
+    // The pool keeps the batch and retries it: a failing sink never reaches a call.
+    if (Date.now() < faultUntil.audit_fail) return Promise.reject(new Error("chaos: injected audit sink failure"));
     if (!ipc) {
       for (const r of records) process.stderr.write(`${JSON.stringify(r)}\n`);
       return Promise.resolve();
@@ -85,7 +94,7 @@ const app = await runApp(
     // Load by calls held, not by CPU: the SDK's default (the machine's CPU share, full at 0.7 in
     // production) reads a 2-core box running a whole fleet as full most of the time, and LiveKit
     // never offers a job to a full worker. OPENRTC_CALLS_PER_WORKER calls make a worker full.
-    loadFunc: async () => pool.activeSessions / callsPerWorker,
+    loadFunc: async () => (Date.now() < faultUntil.overload ? 1 : pool.activeSessions / callsPerWorker),
     loadThreshold: 1,
     // One warm job process (production's default is up to 4): enough for the demo's call rate,
     // and each costs a Node process on a small machine.

@@ -224,11 +224,26 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     return true;
   };
 
+  /**
+   * Terminations for jobs whose room closed while their worker's socket was down, by worker id.
+   * On LiveKit the agent learns its room closed over media, whatever its worker socket does; here
+   * the termination stands in for that, so it is delivered once the worker registers again.
+   */
+  const undelivered = new Map<string, Set<string>>();
+
+  const sendTermination = (host: WorkerState, jobId: string): boolean =>
+    send(host, new ServerMessage({ message: { case: "termination", value: new JobTermination({ jobId }) } }));
+
   /** The job's "room" closes for its agent: a JobTermination to the worker hosting its process. */
   const closeRoomFor = (job: JobRecord): void => {
     const host = job.hostWorkerId !== undefined ? workers.get(job.hostWorkerId) : undefined;
-    const sent = host ? send(host, new ServerMessage({ message: { case: "termination", value: new JobTermination({ jobId: job.id }) } })) : false;
-    if (!sent) log.warn("termination not delivered: worker not connected", { jobId: job.id, workerId: job.hostWorkerId });
+    if (host !== undefined && sendTermination(host, job.id)) return;
+    if (host !== undefined && !host.gone) {
+      const pending = undelivered.get(host.id) ?? new Set<string>();
+      pending.add(job.id);
+      undelivered.set(host.id, pending);
+    }
+    log.warn("termination not delivered yet: worker not connected", { jobId: job.id, workerId: job.hostWorkerId });
   };
 
   /**
@@ -412,6 +427,15 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
       reconnectOf: w.reconnectOf,
     });
     emit(reconnected ? "worker_reconnected" : "worker_registered", view(w));
+    const pending = prev === undefined ? undefined : undelivered.get(prev.id);
+    if (prev !== undefined && pending !== undefined) {
+      undelivered.delete(prev.id);
+      for (const jobId of pending) {
+        const job = ledger.get(jobId);
+        if (job !== undefined) job.hostWorkerId = w.id;
+        sendTermination(w, jobId);
+      }
+    }
     return w;
   };
 
@@ -1065,6 +1089,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     closing = true;
     if (presenceTimer) clearInterval(presenceTimer);
     closedBeforeJoin.clear();
+    undelivered.clear();
     for (const t of hangUps.values()) clearTimeout(t);
     hangUps.clear();
     for (const s of [...sleepers]) s.wake();

@@ -231,6 +231,22 @@ describe("reconnects (pkg/service/agentservice.go HandleConnection, deregisterWo
     expect(await h.ended).toMatchObject({ fate: "completed", endReason: "caller_hung_up" });
   });
 
+  it("a hang-up while the worker's socket is down: completed, and the room's closing reaches the job once the worker registers again", async () => {
+    const d = await dispatcher({ reconnectGraceMs: 5000 });
+    const fw = await worker(d, { path: "/w/3" });
+    const h = d.dispatch({ caller: true });
+    await h.placed;
+    d.dropConnection(fw.workerId);
+    await waitForEvent(d.events, "worker_disconnected");
+    d.hangUp(h.id);
+    expect(await h.ended).toMatchObject({ fate: "completed", endReason: "caller_hung_up" });
+    const back = await worker(d, { path: "/w/3" });
+    // Sent right after the register response: it may already be in.
+    const seen = () => back.received.find((m) => m.message.case === "termination");
+    const termination = seen() ?? (await back.next("termination").then(() => seen()));
+    expect(termination?.message.value).toMatchObject({ jobId: h.id });
+  });
+
   it("an UpdateJobStatus for a forgotten job through the new connection still ends the call (cut short)", async () => {
     const d = await dispatcher({ reconnectGraceMs: 5000 });
     const fw = await worker(d, { path: "/w/2" });

@@ -1,0 +1,357 @@
+// `pnpm chaos`: the demo's blue-green deploy and rollback under a long call stream, with faults
+// injected at seeded random moments, judged by the callers:
+//   - SIGTERM mid-assignment: each drain signals its workers right after a job was assigned to one
+//   - two workers draining at once (every drain retires a version's two workers together)
+//   - a job process SIGKILLed mid-call (its call is cut short, and counted as caused by the kill)
+//   - the dispatcher dropping a worker's socket (LiveKit then sees a new worker id)
+//   - a worker's audit sink failing for a while
+//   - a worker reporting load 1 (full) for a while
+// It prints the calls' fates, the jobs accepted after their worker's drain began (must be 0),
+// calls cut short other than by an injected kill (must be 0), and call setup latency
+// (dispatch → the agent's entry) in steady state and during a switch.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import type { JobRecord } from "@openrtc/livekit-dispatcher";
+import { EmbeddedBackend, type CallBackend } from "./backend.ts";
+import { buildSchedule, mulberry32 } from "./calls.ts";
+import type { PhaseMark } from "./coordinator.ts";
+import type { Fleet, WorkerProcess } from "./fleet.ts";
+import { runDemo, type DemoIo, type DemoSummary } from "./main.ts";
+
+export const CHAOS_USAGE = `usage: pnpm chaos [-- --calls N] [--seed S] [--json]
+
+  --calls N   simulated calls (default 1000, 10–5000)
+  --seed S    integer seed: the call schedule, the faults' moments and targets (default 1)
+  --json      print only the report, as one JSON object, on stdout`;
+
+export const FAULT_KINDS = ["kill_job_process", "drop_socket", "audit_fail", "overload"] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export interface Injection {
+  /** ms since the run started */
+  atMs: number;
+  fault: FaultKind;
+  worker: string;
+  /** kill_job_process: the call whose job process was killed. */
+  jobId?: string;
+}
+
+export interface ChaosReport {
+  ok: boolean;
+  seed: number;
+  calls_started: number;
+  calls_completed: number;
+  calls_cut_short: number;
+  calls_cut_short_by_cause: Record<string, number>;
+  /** Cut short because the run killed their job process on purpose. */
+  calls_cut_by_injected_kill: number;
+  /** Cut short for any other reason (a drain, a dropped socket, ...): must be 0. */
+  calls_cut_otherwise: number;
+  /** Calls whose job process the run killed that were judged completed anyway: must be 0. */
+  calls_killed_but_completed: number;
+  calls_unplaced: number;
+  calls_abandoned: number;
+  not_run_by_reason: Record<string, number>;
+  /** Jobs a worker accepted after its drain began: must be 0. */
+  jobs_accepted_after_drain: number;
+  /** Drains whose SIGTERM came right after a job was assigned to one of the drained workers. */
+  drains_mid_assignment: number;
+  faults_injected: Record<FaultKind, number>;
+  setup_latency_ms: { steady: Percentiles; switch: Percentiles; ratio_p99_switch_over_steady: number | null };
+  demo_ok: boolean;
+  demo_error?: string;
+  audit_verified: boolean;
+  duration_seconds: number;
+  run_dir: string;
+}
+
+export interface Percentiles {
+  n: number;
+  p50: number | null;
+  p99: number | null;
+}
+
+export interface ChaosOptions {
+  calls: number;
+  seed: number;
+  /** Pause between two faults, ms (seeded, uniform). Default 3000–8000. */
+  faultGapMs?: [number, number];
+}
+
+/** Runs the chaos scenario; resolves with its report. */
+export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<ChaosReport> {
+  const random = mulberry32(options.seed ^ 0x5eed);
+  const [gapLo, gapHi] = options.faultGapMs ?? [3000, 8000];
+  const injections: Injection[] = [];
+  let midAssignment = 0;
+  let backendRef: EmbeddedBackend | undefined;
+  const t0 = Date.now();
+  const run = await runDemo(
+    { calls: options.calls, seed: options.seed, json: true, auditFile: undefined, help: false },
+    undefined,
+    io,
+    {
+      schedule: buildSchedule({ calls: options.calls, seed: options.seed }),
+      // Retire the old version by SIGTERM first (the manifest follows), so the signal can land
+      // while a job is being assigned to it.
+      signalBeforeSwitch: true,
+      // SIGTERM right after a job was assigned to one of the workers being retired (bounded wait).
+      beforeSignal: async (workers) => {
+        const ids = new Set(workers.flatMap((w) => w.workerIds));
+        const d = backendRef?.dispatcher;
+        if (d === undefined) return;
+        const assigned = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => done(false), 10_000);
+          const on = (job: JobRecord) => {
+            if (job.workerId !== undefined && ids.has(job.workerId)) done(true);
+          };
+          const done = (hit: boolean) => {
+            clearTimeout(timer);
+            d.events.off("job_assigned", on);
+            resolve(hit);
+          };
+          d.events.on("job_assigned", on);
+        });
+        if (assigned) midAssignment++;
+      },
+      onRunning: ({ backend, fleet, markerDir, note }) => {
+        if (backend instanceof EmbeddedBackend) backendRef = backend;
+        return injectFaults({ backend, fleet, markerDir, note, random, gap: [gapLo, gapHi], injections, t0 });
+      },
+    },
+  );
+  const killed = new Set(injections.flatMap((i) => (i.jobId === undefined ? [] : [i.jobId])));
+  const s: DemoSummary = run.summary;
+  const cutShort = run.jobs.filter((j) => j.fate === "cut_short");
+  const cutByKill = cutShort.filter((j) => killed.has(j.id)).length;
+  const killedButCompleted = run.jobs.filter((j) => killed.has(j.id) && j.fate === "completed").length;
+  const windows = switchWindows(run.phases);
+  const steady: number[] = [];
+  const during: number[] = [];
+  for (const job of run.jobs) {
+    const marker = join(run.markerDir, `${job.id}.started`);
+    if (!existsSync(marker)) continue;
+    const setup = statSync(marker).mtimeMs - job.createdAt * 1000;
+    const at = job.createdAt * 1000;
+    (windows.some(([a, b]) => at >= a && at < b) ? during : steady).push(setup);
+  }
+  const steadyP = percentiles(steady);
+  const switchP = percentiles(during);
+  const faults = Object.fromEntries(FAULT_KINDS.map((k) => [k, injections.filter((i) => i.fault === k).length])) as Record<FaultKind, number>;
+  const report: ChaosReport = {
+    ok: false,
+    seed: options.seed,
+    calls_started: s.calls_started,
+    calls_completed: s.calls_completed,
+    calls_cut_short: s.calls_cut_short,
+    calls_cut_short_by_cause: s.calls_cut_short_by_cause,
+    calls_cut_by_injected_kill: cutByKill,
+    calls_cut_otherwise: cutShort.length - cutByKill,
+    calls_killed_but_completed: killedButCompleted,
+    calls_unplaced: s.jobs_unplaced,
+    calls_abandoned: s.jobs_abandoned,
+    not_run_by_reason: s.jobs_not_run_by_reason,
+    jobs_accepted_after_drain: acceptedAfterDrain(run.jobs, run.workers),
+    drains_mid_assignment: midAssignment,
+    faults_injected: faults,
+    setup_latency_ms: {
+      steady: steadyP,
+      switch: switchP,
+      ratio_p99_switch_over_steady: steadyP.p99 !== null && switchP.p99 !== null ? round(switchP.p99 / steadyP.p99, 3) : null,
+    },
+    demo_ok: s.ok,
+    ...(s.error === undefined ? {} : { demo_error: s.error }),
+    audit_verified: s.audit_verified,
+    duration_seconds: s.duration_seconds,
+    run_dir: run.runDir,
+  };
+  // Every call either completed or was cut by a kill the run injected on purpose; nothing else.
+  report.ok =
+    s.error === undefined &&
+    s.audit_verified &&
+    report.calls_cut_otherwise === 0 &&
+    report.calls_killed_but_completed === 0 &&
+    report.jobs_accepted_after_drain === 0 &&
+    report.calls_unplaced + report.calls_abandoned === 0 &&
+    report.calls_completed + report.calls_cut_by_injected_kill === report.calls_started;
+  return report;
+}
+
+interface InjectorContext {
+  backend: CallBackend;
+  fleet: Fleet;
+  markerDir: string;
+  note: (line: string) => void;
+  random: () => number;
+  gap: [number, number];
+  injections: Injection[];
+  t0: number;
+}
+
+/**
+ * Injects one fault after another, cycling through the kinds (so each appears) at seeded random
+ * moments and on seeded random targets, until stopped. Only serving workers are targets, and only
+ * one worker is overloaded at a time, so the fleet always has capacity for new calls.
+ */
+function injectFaults(c: InjectorContext): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let overloadedUntil = 0;
+  let next = 0;
+  const pick = <T>(xs: readonly T[]): T | undefined => (xs.length === 0 ? undefined : xs[Math.floor(c.random() * xs.length)]);
+  const serving = () => c.fleet.live().filter((w) => w.snapshot?.state === "serving" && w.snapshot.member);
+  const record = (fault: FaultKind, w: WorkerProcess, jobId?: string) => {
+    c.injections.push({ atMs: Date.now() - c.t0, fault, worker: w.name, ...(jobId === undefined ? {} : { jobId }) });
+    c.note(`chaos: ${fault} → ${w.name}${jobId === undefined ? "" : ` (${jobId})`}`);
+  };
+  const inject = (fault: FaultKind): boolean => {
+    const d = c.backend instanceof EmbeddedBackend ? c.backend.dispatcher : undefined;
+    if (d === undefined) return false;
+    switch (fault) {
+      case "kill_job_process": {
+        // A call whose agent is on the line: its job process (not the worker) is killed.
+        // Only calls with seconds of talk left, so the kill is clearly mid-call.
+        const nowS = Date.now() / 1000;
+        const running = d.jobs().filter((j) => j.state === "running" && j.workerId !== undefined && j.agentJoinedAt !== undefined && j.agentJoinedAt + (j.talkMs ?? 0) / 1000 - nowS > 2);
+        const job = pick(running);
+        const w = job && c.fleet.live().find((x) => x.workerIds.includes(job.workerId!));
+        const marker = job && join(c.markerDir, `${job.id}.started`);
+        if (job === undefined || w === undefined || marker === undefined || !existsSync(marker)) return false;
+        const pid = Number(readFileSync(marker, "utf8"));
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          return false;
+        }
+        record(fault, w, job.id);
+        return true;
+      }
+      case "drop_socket": {
+        const w = pick(serving());
+        const id = w?.workerIds.at(-1);
+        if (w === undefined || id === undefined || d.worker(id)?.connected !== true) return false;
+        d.dropConnection(id);
+        record(fault, w);
+        return true;
+      }
+      case "audit_fail": {
+        const w = pick(c.fleet.live());
+        if (w === undefined) return false;
+        w.send({ type: "chaos", fault: "audit_fail", ms: 3000 });
+        record(fault, w);
+        return true;
+      }
+      case "overload": {
+        const candidates = serving();
+        if (Date.now() < overloadedUntil || candidates.length < 2) return false;
+        const w = pick(candidates)!;
+        overloadedUntil = Date.now() + 6000;
+        w.send({ type: "chaos", fault: "overload", ms: 5000 });
+        record(fault, w);
+        return true;
+      }
+    }
+  };
+  const tick = () => {
+    if (stopped) return;
+    // Try each kind in turn from the next one; a kind with no target now is skipped this time.
+    for (let i = 0; i < FAULT_KINDS.length; i++) {
+      const fault = FAULT_KINDS[(next + i) % FAULT_KINDS.length]!;
+      if (inject(fault)) {
+        next = (next + i + 1) % FAULT_KINDS.length;
+        break;
+      }
+    }
+    timer = setTimeout(tick, c.gap[0] + c.random() * (c.gap[1] - c.gap[0]));
+  };
+  timer = setTimeout(tick, c.gap[0]);
+  return {
+    stop() {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}
+
+/** From each switch (a drain phase beginning) until the next phase: when traffic moves between versions. */
+export function switchWindows(phases: readonly PhaseMark[]): [number, number][] {
+  const out: [number, number][] = [];
+  phases.forEach((p, i) => {
+    if (p.phase !== "drain_v1" && p.phase !== "drain_v2") return;
+    out.push([p.at, phases[i + 1]?.at ?? Number.POSITIVE_INFINITY]);
+  });
+  return out;
+}
+
+/** Offers a worker accepted after its own drain began (its audit's drain_started), across its registrations. */
+export function acceptedAfterDrain(jobs: readonly JobRecord[], workers: readonly WorkerProcess[]): number {
+  let n = 0;
+  for (const w of workers) {
+    if (w.drainStartedAt === undefined) continue;
+    for (const job of jobs) {
+      for (const offer of job.offers) {
+        if (offer.answer === "accepted" && w.workerIds.includes(offer.workerId) && offer.at > w.drainStartedAt) n++;
+      }
+    }
+  }
+  return n;
+}
+
+export function percentiles(values: readonly number[]): Percentiles {
+  if (values.length === 0) return { n: 0, p50: null, p99: null };
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) => round(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!, 1);
+  return { n: sorted.length, p50: at(50), p99: at(99) };
+}
+
+const round = (v: number, digits: number) => Math.round(v * 10 ** digits) / 10 ** digits;
+
+export function formatChaos(r: ChaosReport): string {
+  const causes = Object.entries(r.calls_cut_short_by_cause).map(([c, n]) => `${c}: ${n}`).join(", ");
+  const lat = r.setup_latency_ms;
+  return [
+    "",
+    `openrtc chaos ${r.ok ? "OK" : "FAILED"} in ${r.duration_seconds} s (seed ${r.seed})`,
+    `  calls: ${r.calls_started} started, ${r.calls_completed} completed, ${r.calls_cut_short} cut short${causes ? ` (${causes})` : ""}, ${r.calls_unplaced} unplaced, ${r.calls_abandoned} abandoned`,
+    `  cut short by an injected job-process kill: ${r.calls_cut_by_injected_kill}; otherwise (must be 0): ${r.calls_cut_otherwise}; killed yet judged completed (must be 0): ${r.calls_killed_but_completed}`,
+    `  jobs accepted after their worker's drain began (must be 0): ${r.jobs_accepted_after_drain}`,
+    `  faults: ${Object.entries(r.faults_injected).map(([k, n]) => `${k} ${n}`).join(", ")}; drains signalled mid-assignment: ${r.drains_mid_assignment}`,
+    `  setup latency (dispatch → entry): steady p50 ${lat.steady.p50} ms p99 ${lat.steady.p99} ms (n ${lat.steady.n}); during a switch p50 ${lat.switch.p50} ms p99 ${lat.switch.p99} ms (n ${lat.switch.n}); p99 ratio switch/steady ${lat.ratio_p99_switch_over_steady} (goal ≤ 1.10)`,
+    `  audit ${r.audit_verified ? "verified" : "NOT verified"}; run files in ${r.run_dir}`,
+    ...(r.demo_error === undefined ? [] : [`  error: ${r.demo_error}`]),
+  ].join("\n");
+}
+
+export function parseChaosFlags(argv: readonly string[]): { calls: number; seed: number; json: boolean; help: boolean } {
+  const { values } = parseArgs({
+    args: [...argv].filter((a) => a !== "--"),
+    strict: true,
+    options: { calls: { type: "string" }, seed: { type: "string" }, json: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false } },
+  });
+  const int = (name: string, raw: string | undefined, fallback: number, min: number, max: number) => {
+    if (raw === undefined) return fallback;
+    const v = Number(raw);
+    if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(v) || v < min || v > max) throw new Error(`--${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+    return v;
+  };
+  return { calls: int("calls", values.calls, 1000, 10, 5000), seed: int("seed", values.seed, 1, -(2 ** 31), 2 ** 32 - 1), json: values.json === true, help: values.help === true };
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  let flags;
+  try {
+    flags = parseChaosFlags(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`openrtc chaos: ${(error as Error).message}\n\n${CHAOS_USAGE}\n`);
+    process.exit(2);
+  }
+  if (flags.help) {
+    process.stdout.write(`${CHAOS_USAGE}\n`);
+    process.exit(0);
+  }
+  const report = await runChaos({ calls: flags.calls, seed: flags.seed }, { stdout: flags.json ? process.stderr : process.stdout, stderr: process.stderr, env: process.env });
+  process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : `${formatChaos(report)}\n`);
+  process.exit(report.ok ? 0 : 1);
+}
