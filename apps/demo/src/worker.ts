@@ -55,12 +55,9 @@ const forwardSink: AuditSink = {
 const secrets = (process.env.OPENRTC_MEMBERSHIP_SECRETS ?? "").split(",").filter((s) => s !== "");
 let membership: ManifestGate | undefined;
 if (process.env.OPENRTC_MANIFEST_FILE) {
-  membership = new ManifestGate({
-    secrets,
-    // A forged, stale or torn manifest is refused (the current one stays) and goes on record.
-    onRejected: (rejection) =>
-      pool.auditLog.emit("membership.manifest_rejected", { target: rejection.source, result: "rejected", code: rejection.code, reason: rejection.reason }),
-  });
+  // A forged, stale, expired or torn manifest is refused (the current one stays); the pool
+  // records each refusal as worker.manifest_rejected. No valid manifest: not a member.
+  membership = new ManifestGate({ secrets });
 }
 
 const pool = new AgentPool({

@@ -98,7 +98,10 @@ describe("a caller who talks from the agent's answer (talkMs)", () => {
     expect(await h.ended).toMatchObject({ fate: "cut_short", cause: "agent_never_joined" });
     presence.set(h.id, "in_room");
     expect((await fw.next("termination")).jobId).toBe(h.id);
-    expect(d.job(h.id)?.lateSignals).toContain("agent_joined_closed_room");
+    expect(d.job(h.id)?.lateSignals).toContain("agent_in_closed_room");
+    // Once the agent is gone, nothing more is sent.
+    presence.set(h.id, "left");
+    await expect(fw.next("termination", () => true, 2500)).rejects.toThrow(/no termination/);
   });
 
   it("validates talkMs and joinTimeoutMs", async () => {

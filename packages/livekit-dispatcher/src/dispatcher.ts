@@ -247,14 +247,17 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   };
 
   /**
-   * Jobs whose room closed before their agent joined. agents-js 1.9 ignores a JobTermination
-   * for a job whose process is still starting, so the agent joins later; on LiveKit it could
-   * not stay in a closed room, so when the probe sees it join, the room is closed on it again.
+   * Jobs whose room closed while their agent may still be (or not yet be) in it, with when the
+   * room last closed on it. agents-js 1.9 ignores a JobTermination for a job whose process it is
+   * still starting (its bookkeeping can lag the entry by a second under load), so the agent may
+   * stay or join late; on LiveKit no participant stays in a deleted room, so while the probe
+   * sees it in the room the closing is repeated, until it leaves.
    */
-  const closedBeforeJoin = new Set<string>();
+  const closedRooms = new Map<string, number>();
+  const REPEAT_CLOSE_MS = 2000;
 
   const settle = (job: JobRecord, snapshot: JobRecord): void => {
-    if (probe && snapshot.fate !== "unplaced" && snapshot.fate !== "abandoned" && readPresence(job.id) === "not_joined") closedBeforeJoin.add(job.id);
+    if (probe && snapshot.fate !== "unplaced" && snapshot.fate !== "abandoned" && readPresence(job.id) !== "left") closedRooms.set(job.id, Date.now());
     const t = hangUps.get(job.id);
     if (t) clearTimeout(t);
     hangUps.delete(job.id);
@@ -869,14 +872,20 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
 
   const presenceTimer = probe
     ? setInterval(() => {
-        for (const id of closedBeforeJoin) {
+        for (const [id, closedAt] of closedRooms) {
           const presence = readPresence(id);
-          if (presence === "not_joined") continue;
-          closedBeforeJoin.delete(id);
-          if (presence !== "in_room") continue;
+          if (presence === "left") {
+            closedRooms.delete(id);
+            continue;
+          }
+          if (presence !== "in_room" || Date.now() - closedAt < REPEAT_CLOSE_MS) continue;
           const job = ledger.get(id);
-          if (job === undefined) continue;
-          job.lateSignals.push("agent_joined_closed_room");
+          if (job === undefined) {
+            closedRooms.delete(id);
+            continue;
+          }
+          if (!job.lateSignals.includes("agent_in_closed_room")) job.lateSignals.push("agent_in_closed_room");
+          closedRooms.set(id, Date.now());
           closeRoomFor(job);
         }
         for (const job of ledger.running()) {
@@ -1088,7 +1097,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
     if (closing) return;
     closing = true;
     if (presenceTimer) clearInterval(presenceTimer);
-    closedBeforeJoin.clear();
+    closedRooms.clear();
     undelivered.clear();
     for (const t of hangUps.values()) clearTimeout(t);
     hangUps.clear();
