@@ -12,7 +12,7 @@ case "${1:-}" in test|bench|setup) need_prometheus=1 ;; esac
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if [ "$need_prometheus" = 1 ] && { ! command -v promtool >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; }; then
+if [ "$need_prometheus" = 1 ] && { ! command -v promtool >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1; }; then
   echo "openrtc: installing Debian's prometheus (promtool and a server for the end-to-end tests), systemd and python3 (adapter-systemd tests)" >&2
   as_root apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus strace systemd python3 >&2
@@ -32,7 +32,8 @@ job="${1:-}"; shift || true
 case "$job" in
   test)  exec "${PNPM[@]}" exec turbo run typecheck test --concurrency=1 --output-logs=new-only "$@" ;;
   demo)  exec "${PNPM[@]}" --filter @openrtc/demo run start "$@" ;;
+  chaos) exec "${PNPM[@]}" --filter @openrtc/demo run chaos "$@" ;;
   bench) exec "${PNPM[@]}" -r --workspace-concurrency=1 --if-present run bench "$@" ;;
   setup) ;;
-  *) echo "usage: scripts/dev.sh test|demo|bench|setup [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/dev.sh test|demo|chaos|bench|setup [args]" >&2; exit 2 ;;
 esac

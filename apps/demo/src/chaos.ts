@@ -93,7 +93,8 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
     undefined,
     io,
     {
-      schedule: buildSchedule({ calls: options.calls, seed: options.seed }),
+      // Longer calls than the demo's: more of them in flight at every drain and every fault.
+      schedule: buildSchedule({ calls: options.calls, seed: options.seed, minDurationMs: 2000, maxDurationMs: 10_000 }),
       // Retire the old version by SIGTERM first (the manifest follows), so the signal can land
       // while a job is being assigned to it.
       signalBeforeSwitch: true,
@@ -214,7 +215,7 @@ function injectFaults(c: InjectorContext): { stop(): void } {
         // A call whose agent is on the line: its job process (not the worker) is killed.
         // Only calls with seconds of talk left, so the kill is clearly mid-call.
         const nowS = Date.now() / 1000;
-        const running = d.jobs().filter((j) => j.state === "running" && j.workerId !== undefined && j.agentJoinedAt !== undefined && j.agentJoinedAt + (j.talkMs ?? 0) / 1000 - nowS > 2);
+        const running = d.jobs().filter((j) => j.state === "running" && j.workerId !== undefined && j.agentJoinedAt !== undefined && j.agentJoinedAt + (j.talkMs ?? 0) / 1000 - nowS > 1.5);
         const job = pick(running);
         const w = job && c.fleet.live().find((x) => x.workerIds.includes(job.workerId!));
         const marker = job && join(c.markerDir, `${job.id}.started`);

@@ -191,8 +191,16 @@ export class Coordinator {
    * does without a manifest), while the rest of wave `wave` is dispatched.
    */
   async #retire(to: string, from: string, leaving: readonly WorkerProcess[], arriving: readonly WorkerProcess[], kind: "deploy" | "rollback", why: string, wave: number, early: number): Promise<DeploymentOutcome> {
+    if (this.#o.signalBeforeSwitch) {
+      // Traffic keeps coming while the platform retires the old workers.
+      const traffic = this.#wave(wave, early);
+      await this.#o.beforeSignal?.(leaving);
+      this.#signal(leaving, why);
+      const outcome = await this.#switchTo(to, from, leaving, arriving, kind);
+      await Promise.all([this.#drain(leaving, why), traffic]);
+      return outcome;
+    }
     await this.#o.beforeSignal?.(leaving);
-    if (this.#o.signalBeforeSwitch) this.#signal(leaving, why);
     const outcome = await this.#switchTo(to, from, leaving, arriving, kind);
     await Promise.all([this.#drain(leaving, why), this.#wave(wave, early)]);
     return outcome;

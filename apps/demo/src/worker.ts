@@ -7,7 +7,7 @@
 //   OPENRTC_MANIFEST_FILE, OPENRTC_MEMBERSHIP_SECRETS   optional: the signed active-version manifest
 //   OPENRTC_CONTROL_PORT                                control server port (default 0: any)
 //   OPENRTC_DRAIN_TIMEOUT_MS                            when a drain counts as stuck (default 1 h)
-//   OPENRTC_CALLS_PER_WORKER                            calls at which the worker reports itself full (default 10)
+//   OPENRTC_CALLS_PER_WORKER                            calls at which the worker reports itself full (default 4)
 //   OTEL_EXPORTER_OTLP_ENDPOINT                         optional: export one span per call over OTLP/HTTP
 // With an IPC channel (the demo's coordinator), the worker reports {type:"ready"} and forwards
 // its audit records ({type:"audit"}) so the run has one audit file; otherwise it logs them.
@@ -81,7 +81,7 @@ pool.on("state", (state) => send({ type: "state", state }));
 // The coordinator's IPC channel closing must not end the worker or its calls.
 process.on("disconnect", () => {});
 
-const callsPerWorker = Number(process.env.OPENRTC_CALLS_PER_WORKER ?? 10);
+const callsPerWorker = Number(process.env.OPENRTC_CALLS_PER_WORKER ?? 4);
 const app = await runApp(
   pool,
   new ServerOptions({
@@ -93,9 +93,9 @@ const app = await runApp(
     // never offers a job to a full worker. OPENRTC_CALLS_PER_WORKER calls make a worker full.
     loadFunc: async () => (Date.now() < faultUntil.overload ? 1 : pool.activeSessions / callsPerWorker),
     loadThreshold: 1,
-    // One warm job process (production's default is up to 4): enough for the demo's call rate,
-    // and each costs a Node process on a small machine.
-    numIdleProcesses: 1,
+    // Warm job processes (the SDK's production default here, min(cores, 4)): each job takes one
+    // and the SDK starts its replacement, so a call arriving meanwhile is not held by a cold start.
+    numIdleProcesses: 2,
     shutdownProcessTimeout: 10_000,
     // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
     // takes longer than the SDK's 10 s default (30 s and more while other test suites load the
