@@ -178,6 +178,8 @@ export async function attachKubernetes(pool: AgentPool, options: KubernetesOptio
   // delay. `metricsLingerMs` runs after the pool closed, i.e. after the last call ended.
   const lifecycle = attachProcessLifecycle(pool, {
     beforeExit: () => stop(),
+    // The kubelet's SIGTERM is Kubernetes retiring the pod: recorded as such, with the pod.
+    signalDrain: { actor: "kubernetes", fields: podFields },
     ...(shutdownDelayMs > 0 ? { metricsLingerMs: shutdownDelayMs } : {}),
     ...(options.exit === undefined ? {} : { exit: options.exit }),
   });

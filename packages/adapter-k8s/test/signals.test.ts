@@ -41,7 +41,7 @@ const snapshot = async (w: Worker) => (await (await fetch(`${w.url}/snapshot`)).
 
 describe("a real worker process on SIGTERM", () => {
   test("two live calls: readiness 503 at once, liveness 200; the first hang-up does not exit, the second does; a second SIGTERM changes nothing", async () => {
-    const w = await startWorker();
+    const w = await startWorker({ POD_NAME: "worker-v1-7c9", POD_NAMESPACE: "voice" });
     expect(await status(`${w.url}/readyz`)).toBe(200);
     w.send("start a");
     w.send("start b");
@@ -63,7 +63,9 @@ describe("a real worker process on SIGTERM", () => {
     w.send("end b");
     expect(await w.exited).toEqual({ code: 0, signal: null });
     expect(w.audit().map((r) => r.event)).toEqual(["deployment.drain_started", "worker.rejected", "deployment.drain_completed", "worker.exited"]);
-    expect(w.audit()[0]).toMatchObject({ actor: "signal:SIGTERM", active_sessions: 2 });
+    // The kubelet's SIGTERM is recorded as Kubernetes retiring the pod, with the pod's identity.
+    expect(w.audit()[0]).toMatchObject({ actor: "kubernetes", signal: "SIGTERM", active_sessions: 2 });
+    expect(w.audit()[0]).toMatchObject({ pod_name: "worker-v1-7c9", pod_namespace: "voice" });
   });
 
   test("preStop: openrtc-prestop blocks until drained (actor kubernetes, pod name and namespace); the SIGTERM after it finds nothing live", async () => {

@@ -182,3 +182,20 @@ describe("one shutdown path per pool", () => {
     attached.detach();
   });
 });
+
+describe("signal-begun drains carry what the platform adds", () => {
+  test("signalDrain names the actor and adds fields (merged across attachments), keeping the signal's name", async () => {
+    const records: Record<string, unknown>[] = [];
+    const pool = new AgentPool({ logger: silentLogger, auditSinks: [{ name: "mem", write: async (batch) => void records.push(...(batch as unknown as Record<string, unknown>[])) }] });
+    const exits: number[] = [];
+    const before = process.listeners("SIGTERM");
+    const first = attachProcessLifecycle(pool, { exit: (c) => exits.push(c), signalDrain: { fields: { pod: "w-1" } } });
+    const second = attachProcessLifecycle(pool, { signalDrain: { actor: "kubernetes", fields: { namespace: "voice" } } });
+    const onSigterm = process.listeners("SIGTERM").find((l) => !before.includes(l))!;
+    onSigterm("SIGTERM");
+    expect(await first.exiting).toBe(0);
+    await pool.auditLog.flush();
+    expect(records.find((r) => r.event === "deployment.drain_started")).toMatchObject({ actor: "kubernetes", pod: "w-1", namespace: "voice", signal: "SIGTERM", reason: "received SIGTERM" });
+    second.detach();
+  });
+});

@@ -1,3 +1,4 @@
+import type { DrainOptions } from "./drain.ts";
 import type { AgentPool } from "./pool.ts";
 
 export interface ProcessLifecycleOptions {
@@ -27,6 +28,12 @@ export interface ProcessLifecycleOptions {
   auditFlushTimeoutMs?: number;
   /** Default `process.exit`. */
   exit?: (code: number) => void;
+  /**
+   * Who a signal-begun drain is recorded as (default `signal:SIGTERM` / `signal:SIGINT`) and extra
+   * fields for its `deployment.drain_started` record (e.g. the Kubernetes pod). Fields of several
+   * attachments are merged; the signal's name is kept in `signal`.
+   */
+  signalDrain?: { actor?: string; fields?: Readonly<Record<string, string | number | boolean>> };
 }
 
 export interface ProcessLifecycle {
@@ -87,6 +94,8 @@ class SharedLifecycle {
   private shutdown: Promise<void> | undefined;
   private sigints = 0;
   private sigtermInstalled = false;
+  private signalActor: string | undefined;
+  private signalFields: Record<string, string | number | boolean> = {};
   private sigintInstalled = false;
 
   constructor(private readonly pool: AgentPool) {
@@ -112,6 +121,8 @@ class SharedLifecycle {
     if (options.auditFlushTimeoutMs !== undefined) this.auditFlushTimeoutMs = first ? options.auditFlushTimeoutMs : Math.max(this.auditFlushTimeoutMs, options.auditFlushTimeoutMs);
     this.metricsLingerMs = Math.max(this.metricsLingerMs, options.metricsLingerMs ?? 0);
     if (options.exitOnDrained !== false) this.exitOnDrained = true;
+    if (options.signalDrain?.actor !== undefined) this.signalActor = options.signalDrain.actor;
+    if (options.signalDrain?.fields !== undefined) this.signalFields = { ...this.signalFields, ...options.signalDrain.fields };
     this.installSignals();
     let detached = false;
     return {
@@ -148,13 +159,22 @@ class SharedLifecycle {
       this.pool.logger.info({ active_sessions: this.pool.activeSessions }, "SIGTERM again: still draining; live calls keep running");
       return;
     }
-    this.pool.beginDrain({ actor: "signal:SIGTERM", reason: "received SIGTERM" });
+    this.pool.beginDrain(this.signalDrainOptions("SIGTERM"));
   };
+
+  private signalDrainOptions(signal: "SIGTERM" | "SIGINT"): DrainOptions {
+    const configured = this.signalActor !== undefined || Object.keys(this.signalFields).length > 0;
+    return {
+      actor: this.signalActor ?? `signal:${signal}`,
+      reason: `received ${signal}`,
+      ...(configured ? { fields: { ...this.signalFields, signal } } : {}),
+    };
+  }
 
   private readonly onSigint = (): void => {
     this.sigints++;
     if (this.sigints === 1) {
-      if (!this.pool.draining) this.pool.beginDrain({ actor: "signal:SIGINT", reason: "received SIGINT" });
+      if (!this.pool.draining) this.pool.beginDrain(this.signalDrainOptions("SIGINT"));
       return;
     }
     this.pool.logger.warn({ active_sessions: this.pool.activeSessions }, "second SIGINT: exiting now, live calls are dropped");
@@ -213,10 +233,14 @@ class SharedLifecycle {
     // A forced exit can cut the pool's audit flush short: hand what is left to the sinks that
     // can write synchronously (the file sink) before the process goes.
     this.pool.auditLog.flushSync();
+    this.resolveExiting(code);
+    // Exit first, unhook after: with the handlers gone, a late SIGTERM would get the default
+    // action and kill the process mid-exit (while 'exit' hooks flush), turning exit 0 into a
+    // signal death. With the real process.exit the lines below never run; an injected exit
+    // returns and the process lives on without our handlers.
+    (this.exitFn ?? ((c: number) => process.exit(c)))(code);
     this.attachments.clear();
     this.installSignals();
-    this.resolveExiting(code);
-    (this.exitFn ?? ((c: number) => process.exit(c)))(code);
   }
 }
 
