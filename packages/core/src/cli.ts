@@ -2,6 +2,7 @@
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { auditCommand } from "./cli-audit.ts";
+import { compareCommand } from "./cli-compare.ts";
 import { manifestCommand } from "./cli-manifest.ts";
 import { topCommand } from "./cli-top.ts";
 import { EXIT_OK, EXIT_USAGE, UsageError } from "./cli-command.ts";
@@ -13,6 +14,7 @@ export type { CliCommand, CliIo } from "./cli-command.ts";
 /** Every subcommand, by name. Add a command by adding a line here. */
 export const commands: Record<string, CliCommand> = {
   audit: auditCommand,
+  compare: compareCommand(),
   manifest: manifestCommand,
   top: topCommand,
 };
