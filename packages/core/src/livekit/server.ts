@@ -6,7 +6,7 @@ import { JobRejectedError } from "../drain.ts";
 import { DEPLOYMENT_VERSION_ENV } from "./agent.ts";
 import { DEPLOYMENT_VERSION_ATTRIBUTE, resolveLivekitDeployment, type DeploymentRoutingOptions } from "./deployment.ts";
 import { ASSIGNMENT_TIMEOUT_MS, FULL_LOAD, loadProtocol, sdkDefaultLoad, sdkSurfaceProblems, sendFull, sendJobStatus, type LoadFunc } from "./sdk.ts";
-import { SESSION_SOCKET_ENV, SessionChannel, type SessionChannelOptions } from "./session-channel.ts";
+import { SessionChannel, type SessionChannelOptions } from "./session-channel.ts";
 
 export type ServerOptionsInit = ConstructorParameters<typeof ServerOptions>[0];
 type RequestFunc = NonNullable<ServerOptionsInit["requestFunc"]>;
@@ -55,9 +55,9 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   const initTimeoutMs = init.initializeProcessTimeout ?? 10_000;
   const channel = await SessionChannel.listen(pool, { launchTimeoutMs: initTimeoutMs + ASSIGNMENT_TIMEOUT_MS + 5000, ...channelOptions });
   // Job processes are forked with the parent's environment: this is how they find the channel
-  // and learn the version. AgentServer reads LIVEKIT_AGENT_DEPLOYMENT when it is constructed,
-  // so an explicit livekitDeployment goes there; the version never does (unless routeByVersion).
-  process.env[SESSION_SOCKET_ENV] = channel.path;
+  // (set by `listen`) and learn the version. AgentServer reads LIVEKIT_AGENT_DEPLOYMENT when it
+  // is constructed, so an explicit livekitDeployment goes there; the version never does (unless
+  // routeByVersion).
   if (pool.deploymentVersion !== null) process.env[DEPLOYMENT_VERSION_ENV] = pool.deploymentVersion;
   if ((process.env.LIVEKIT_AGENT_DEPLOYMENT ?? "") !== deployment) process.env.LIVEKIT_AGENT_DEPLOYMENT = deployment;
   // agents-js reads `port || 8081` in production, so an explicit 0 ("any free port", as in
