@@ -47,8 +47,10 @@ export interface ChaosReport {
   calls_cut_short_by_cause: Record<string, number>;
   /** Cut short because the run killed their job process on purpose. */
   calls_cut_by_injected_kill: number;
-  /** Cut short for any other reason (a drain, a dropped socket, ...): must be 0. */
+  /** Cut short for any other reason (a drain, a dropped socket, a job process that never started in time, ...): must be 0. */
   calls_cut_otherwise: number;
+  /** Of those, cut short on a worker whose drain had begun: must be 0. */
+  calls_cut_by_drain: number;
   /** Calls whose job process the run killed that were judged completed anyway: must be 0. */
   calls_killed_but_completed: number;
   calls_unplaced: number;
@@ -78,6 +80,8 @@ export interface ChaosOptions {
   seed: number;
   /** Pause between two faults, ms (seeded, uniform). Default 3000–8000. */
   faultGapMs?: [number, number];
+  /** Pause between two calls, ms (seeded, uniform). Default 1500–2300. */
+  gapMs?: [number, number];
 }
 
 /** Runs the chaos scenario; resolves with its report. */
@@ -93,8 +97,10 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
     undefined,
     io,
     {
-      // Longer calls than the demo's: more of them in flight at every drain and every fault.
-      schedule: buildSchedule({ calls: options.calls, seed: options.seed, minDurationMs: 2000, maxDurationMs: 10_000 }),
+      // Longer calls than the demo's: more of them in flight at every drain and every fault. Paced
+      // at about one call every 2 s: each call starts a job process (about 1.7 s of CPU), and a
+      // 2-core machine saturated by starts makes callers give up before the agent answers.
+      schedule: buildSchedule({ calls: options.calls, seed: options.seed, minDurationMs: 2000, maxDurationMs: 10_000, minGapMs: options.gapMs?.[0] ?? 1500, maxGapMs: options.gapMs?.[1] ?? 2300 }),
       // Retire the old version by SIGTERM first (the manifest follows), so the signal can land
       // while a job is being assigned to it.
       signalBeforeSwitch: true,
@@ -127,6 +133,12 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
   const s: DemoSummary = run.summary;
   const cutShort = run.jobs.filter((j) => j.fate === "cut_short");
   const cutByKill = cutShort.filter((j) => killed.has(j.id)).length;
+  // Cut short (not by an injected kill) on a worker whose drain had begun before the call ended.
+  const cutByDrain = cutShort.filter((j) => {
+    if (killed.has(j.id) || j.endedAt === undefined) return false;
+    const w = run.workers.find((x) => j.workerId !== undefined && x.workerIds.includes(j.workerId));
+    return w?.drainStartedAt !== undefined && w.drainStartedAt < j.endedAt;
+  }).length;
   const killedButCompleted = run.jobs.filter((j) => killed.has(j.id) && j.fate === "completed").length;
   const windows = switchWindows(run.phases);
   const steady: number[] = [];
@@ -150,6 +162,7 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
     calls_cut_short_by_cause: s.calls_cut_short_by_cause,
     calls_cut_by_injected_kill: cutByKill,
     calls_cut_otherwise: cutShort.length - cutByKill,
+    calls_cut_by_drain: cutByDrain,
     calls_killed_but_completed: killedButCompleted,
     calls_unplaced: s.jobs_unplaced,
     calls_abandoned: s.jobs_abandoned,
@@ -316,7 +329,7 @@ export function formatChaos(r: ChaosReport): string {
     "",
     `openrtc chaos ${r.ok ? "OK" : "FAILED"} in ${r.duration_seconds} s (seed ${r.seed})`,
     `  calls: ${r.calls_started} started, ${r.calls_completed} completed, ${r.calls_cut_short} cut short${causes ? ` (${causes})` : ""}, ${r.calls_unplaced} unplaced, ${r.calls_abandoned} abandoned`,
-    `  cut short by an injected job-process kill: ${r.calls_cut_by_injected_kill}; otherwise (must be 0): ${r.calls_cut_otherwise}; killed yet judged completed (must be 0): ${r.calls_killed_but_completed}`,
+    `  cut short by an injected job-process kill: ${r.calls_cut_by_injected_kill}; otherwise (must be 0): ${r.calls_cut_otherwise}, of which on a draining worker: ${r.calls_cut_by_drain}; killed yet judged completed (must be 0): ${r.calls_killed_but_completed}`,
     `  jobs accepted after their worker's drain began (must be 0): ${r.jobs_accepted_after_drain}`,
     `  faults: ${Object.entries(r.faults_injected).map(([k, n]) => `${k} ${n}`).join(", ")}; drains signalled mid-assignment: ${r.drains_mid_assignment}`,
     `  setup latency (dispatch → entry): steady p50 ${lat.steady.p50} ms p99 ${lat.steady.p99} ms (n ${lat.steady.n}); during a switch p50 ${lat.switch.p50} ms p99 ${lat.switch.p99} ms (n ${lat.switch.n}); p99 ratio switch/steady ${lat.ratio_p99_switch_over_steady} (goal ≤ 1.10)`,

@@ -10,10 +10,11 @@ describe("pnpm chaos, CI-sized (30 calls, seed 5)", () => {
 
   test("every call completed or was cut short by a kill the run injected; nothing else was lost", async () => {
     const quiet = { write: () => true } as unknown as NodeJS.WritableStream;
-    report = await runChaos({ calls: 30, seed: 5, faultGapMs: [2000, 5000] }, { stdout: quiet, stderr: quiet, env: { ...process.env, LIVEKIT_URL: "", LIVEKIT_API_KEY: "", LIVEKIT_API_SECRET: "" } });
+    report = await runChaos({ calls: 30, seed: 5, faultGapMs: [2000, 5000], gapMs: [900, 1500] }, { stdout: quiet, stderr: quiet, env: { ...process.env, LIVEKIT_URL: "", LIVEKIT_API_KEY: "", LIVEKIT_API_SECRET: "" } });
     expect(report.demo_error).toBeUndefined();
     expect(report.calls_started).toBe(30);
     expect(report.calls_cut_otherwise).toBe(0);
+    expect(report.calls_cut_by_drain).toBe(0);
     expect(report.calls_killed_but_completed).toBe(0);
     expect(report.calls_unplaced + report.calls_abandoned).toBe(0);
     expect(report.calls_completed + report.calls_cut_by_injected_kill).toBe(30);
