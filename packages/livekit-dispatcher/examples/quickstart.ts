@@ -7,7 +7,7 @@ import { spawnWorker, startDispatcher } from "../src/index.ts";
 const apiKey = "devkey";
 const apiSecret = "devsecret-at-least-32-characters-long";
 
-const d = await startDispatcher({ apiKey, apiSecret });
+const d = await startDispatcher({ apiKey, apiSecret, profile: "legacy" });
 d.events.on("job_assigned", (j) => console.log(`${j.id} → ${j.workerId} (${j.workerDeployment})`));
 d.events.on("job_ended", (j) => console.log(`${j.id} ended: ${j.fate} (${j.endReason})`));
 

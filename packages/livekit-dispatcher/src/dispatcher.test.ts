@@ -15,7 +15,7 @@ afterEach(async () => {
 });
 
 async function dispatcher(opts: Partial<DispatcherOptions> = {}): Promise<Dispatcher> {
-  const d = await startDispatcher({ apiKey, apiSecret, ...opts });
+  const d = await startDispatcher({ apiKey, apiSecret, profile: "legacy", ...opts });
   open.push(d);
   return d;
 }
@@ -47,8 +47,8 @@ describe("startDispatcher options", () => {
     await expect(startDispatcher({ apiKey: "", apiSecret: "x" })).rejects.toThrow(/apiKey is required/);
     await expect(startDispatcher({ apiKey: "k", apiSecret: "" })).rejects.toThrow(/apiSecret is required/);
     await expect(startDispatcher({ apiKey: "k", apiSecret: "s", availabilityTimeoutMs: -1 })).rejects.toThrow(/availabilityTimeoutMs/);
-    await expect(startDispatcher({ apiKey: "k", apiSecret: "s", unplacedRetries: 1.5 })).rejects.toThrow(/unplacedRetries/);
-    await expect(startDispatcher({ apiKey: "k", apiSecret: "s", strategy: "random" as never })).rejects.toThrow(/strategy/);
+    await expect(startDispatcher({ apiKey: "k", apiSecret: "s", profile: "legacy", unplacedRetries: 1.5 })).rejects.toThrow(/unplacedRetries/);
+    await expect(startDispatcher({ apiKey: "k", apiSecret: "s", profile: "legacy", strategy: "random" as never })).rejects.toThrow(/strategy/);
   });
 
   it("reports a port already in use", async () => {
@@ -401,7 +401,7 @@ describe("job ends seen from outside", () => {
   });
 
   it("close() reports jobs still being offered as unplaced and refuses new dispatches", async () => {
-    const d = await startDispatcher({ apiKey, apiSecret, availabilityTimeoutMs: 60_000 });
+    const d = await startDispatcher({ apiKey, apiSecret, profile: "legacy", availabilityTimeoutMs: 60_000 });
     const fw = await worker(d, { answer: "ignore" });
     const h = d.dispatch();
     await fw.next("availability");

@@ -147,7 +147,7 @@ export async function startDispatcher(options: DispatcherOptions): Promise<Dispa
   if (typeof options.apiSecret !== "string" || options.apiSecret === "") {
     throw new TypeError("startDispatcher: apiSecret is required (the secret workers sign their tokens with)");
   }
-  const profile: DispatcherProfile = options.profile ?? "legacy";
+  const profile: DispatcherProfile = options.profile ?? "livekit";
   if (profile !== "livekit" && profile !== "legacy") {
     throw new TypeError(`startDispatcher: profile must be "livekit" or "legacy", got ${JSON.stringify(profile)}`);
   }

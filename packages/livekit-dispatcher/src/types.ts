@@ -64,7 +64,7 @@ export interface DispatcherOptions {
   port?: number;
   apiKey: string;
   apiSecret: string;
-  /** Which rules to follow (see `DispatcherProfile`). Default `legacy` for now; `livekit` is the faithful one. */
+  /** Which rules to follow (see `DispatcherProfile`). Default `livekit`, LiveKit server's own; `legacy` keeps the earlier, kinder rules for old tests. */
   profile?: DispatcherProfile;
   /** Worker selection. Default: `weighted-by-load` with `profile: "livekit"`, else `strategy` or `least-jobs`. */
   selection?: SelectionStrategy;

@@ -51,7 +51,7 @@ let victimId: string;
 const ids: Record<string, string> = {};
 
 beforeAll(async () => {
-  d = await startDispatcher({ apiKey, apiSecret, reconnectGraceMs: 10_000 });
+  d = await startDispatcher({ apiKey, apiSecret, profile: "legacy", reconnectGraceMs: 10_000 });
   // The rejecting worker registers first, so least-jobs offers every job to it first.
   reject = start({ WORKER_REJECT: "1", LIVEKIT_AGENT_DEPLOYMENT: "reject" });
   ids["reject"] = await reject.registered;

@@ -32,7 +32,7 @@ afterAll(async () => {
 
 describe.skipIf(!existsSync(childrenFile(process.pid)))("@livekit/agents 1.9 drain()", () => {
   it("kills an accepted call whose job process was starting when drain began; the dispatcher records it dropped", async () => {
-    d = await startDispatcher({ apiKey, apiSecret });
+    d = await startDispatcher({ apiKey, apiSecret, profile: "legacy" });
     w = spawnWorker({
       env: { LIVEKIT_URL: d.url, LIVEKIT_API_KEY: apiKey, LIVEKIT_API_SECRET: apiSecret, LIVEKIT_AGENT_DEPLOYMENT: "racer", HOLD_CALL_MARKER_DIR: markers },
     });
