@@ -15,6 +15,7 @@ export type { CliCommand, CliIo } from "./cli-command.ts";
 export const commands: Record<string, CliCommand> = {
   audit: auditCommand,
   compare: compareCommand(),
+  fleet: (await import("./fleet-cli.ts")).fleetCommand,
   manifest: manifestCommand,
   top: topCommand,
 };

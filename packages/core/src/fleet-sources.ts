@@ -1,0 +1,276 @@
+// Where `openrtc fleet` reads the fleet from: the workers' own control servers (a list, a file,
+// DNS SRV) or Prometheus (the contract metrics and the shipped recording rules).
+import { readFile } from "node:fs/promises";
+import { Resolver } from "node:dns/promises";
+import type { WorkerReading } from "./fleet.ts";
+import type { RuntimeSnapshotJSON } from "./snapshot.ts";
+import type { LiveSessionView } from "./sessions.ts";
+
+export interface FleetSource {
+  /** What this source reads, for messages. */
+  readonly description: string;
+  read(): Promise<WorkerReading[]>;
+}
+
+export interface DirectSourceOptions {
+  /** The worker control URLs to read this time (re-evaluated each poll: files and SRV change). */
+  targets: () => Promise<string[]>;
+  /** Bearer token for GET /sessions (the drain token). */
+  token?: string;
+  timeoutMs?: number;
+  /** Requests in flight at once. Default 64. */
+  concurrency?: number;
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = error.cause;
+    if (cause instanceof Error) return (cause as NodeJS.ErrnoException).code ?? cause.message;
+    if (error.name === "TimeoutError") return "timed out";
+    return error.message;
+  }
+  return String(error);
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight, keeping order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lanes = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  });
+  await Promise.all(lanes);
+  return out;
+}
+
+/** Reads `openrtc_dropped_sessions_total` (unlabelled) out of a text exposition. */
+export function droppedFromMetrics(text: string): number | undefined {
+  const m = /^openrtc_dropped_sessions_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)/m.exec(text);
+  return m?.[1] === undefined ? undefined : Number(m[1]);
+}
+
+/** Reads one worker: GET /snapshot, GET /metrics (its dropped counter), GET /sessions when it holds calls. */
+export async function readWorker(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<WorkerReading> {
+  const timeoutMs = options.timeoutMs ?? 3000;
+  let snapshot: RuntimeSnapshotJSON;
+  try {
+    const res = await fetch(new URL("/snapshot", url), { signal: AbortSignal.timeout(timeoutMs) });
+    if (!res.ok) {
+      await res.body?.cancel();
+      return { key: url, url, kind: "unreachable", error: `GET /snapshot: HTTP ${res.status}` };
+    }
+    snapshot = (await res.json()) as RuntimeSnapshotJSON;
+  } catch (error) {
+    return { key: url, url, kind: "unreachable", error: errorText(error) };
+  }
+  const reading: WorkerReading = {
+    key: url,
+    url,
+    kind: "present",
+    workerId: snapshot.worker_id,
+    version: snapshot.deployment_version,
+    state: snapshot.state,
+    draining: snapshot.draining,
+    activeSessions: snapshot.active_sessions,
+    rejectedJobs: snapshot.rejected_jobs,
+    drainStuck: snapshot.drain_stuck,
+    drainStartedAt: snapshot.drain_started_at,
+  };
+  const metrics = fetch(new URL("/metrics", url), { signal: AbortSignal.timeout(timeoutMs) })
+    .then(async (res) => (res.ok ? droppedFromMetrics(await res.text()) : (await res.body?.cancel(), undefined)))
+    .catch(() => undefined);
+  const sessions =
+    snapshot.active_sessions > 0
+      ? fetch(new URL("/sessions", url), {
+          signal: AbortSignal.timeout(timeoutMs),
+          ...(options.token === undefined ? {} : { headers: { authorization: `Bearer ${options.token}` } }),
+        })
+          .then(async (res) => {
+            if (res.ok) return ((await res.json()) as { sessions: LiveSessionView[] }).sessions;
+            await res.body?.cancel();
+            return res.status === 401 || res.status === 403 ? `GET /sessions: HTTP ${res.status}${options.token === undefined ? ", pass --token or OPENRTC_DRAIN_TOKEN" : ", token refused"}` : `GET /sessions: HTTP ${res.status}`;
+          })
+          .catch((error: unknown) => `GET /sessions: ${errorText(error)}`)
+      : Promise.resolve([] as LiveSessionView[]);
+  const [dropped, live] = await Promise.all([metrics, sessions]);
+  if (dropped !== undefined) reading.droppedSessions = dropped;
+  if (typeof live === "string") reading.sessionsError = live;
+  else reading.sessions = live.map((s) => ({ job_id: s.job_id, tenant: s.tenant, age_seconds: s.age_seconds }));
+  return reading;
+}
+
+export function directSource(options: DirectSourceOptions): FleetSource {
+  return {
+    description: "workers' control servers",
+    read: async () => {
+      const urls = [...new Set(await options.targets())];
+      return mapLimit(urls, options.concurrency ?? 64, (url) => readWorker(url, options));
+    },
+  };
+}
+
+/** `host:port` or a URL → an http URL with no path. */
+export function normalizeWorkerUrl(text: string): string {
+  const t = text.trim();
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(t) ? t : `http://${t}`;
+  if (!URL.canParse(withScheme)) throw new Error(`not a worker URL: ${text}`);
+  const u = new URL(withScheme);
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error(`not an http(s) URL: ${text}`);
+  return `${u.protocol}//${u.host}`;
+}
+
+/** One URL (or host:port) a line; blank lines and `#` comments are skipped. */
+export async function readWorkersFile(path: string): Promise<string[]> {
+  const text = await readFile(path, "utf8");
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.replace(/#.*/, "").trim())
+    .filter((l) => l !== "")
+    .map(normalizeWorkerUrl);
+}
+
+/** `_openrtc._tcp.workers.example` → one http URL per SRV record (target:port). */
+export async function resolveSrvTargets(name: string, options: { servers?: string[]; scheme?: "http" | "https" } = {}): Promise<string[]> {
+  const resolver = new Resolver({ timeout: 3000, tries: 2 });
+  if (options.servers !== undefined && options.servers.length > 0) resolver.setServers(options.servers);
+  const records = await resolver.resolveSrv(name);
+  return records
+    .sort((a, b) => a.priority - b.priority || a.name.localeCompare(b.name) || a.port - b.port)
+    .map((r) => {
+      const host = r.name.replace(/\.$/, "");
+      return `${options.scheme ?? "http"}://${host.includes(":") ? `[${host}]` : host}:${r.port}`;
+    });
+}
+
+export interface PrometheusSourceOptions {
+  url: string;
+  /** How far back a worker that stopped being scraped is still remembered (PromQL duration). Default 15m. */
+  window?: string;
+  /** Restrict to one scrape job. */
+  job?: string;
+  timeoutMs?: number;
+  /** Bearer token for GET /sessions on draining workers (their `instance` is their control server). */
+  token?: string;
+  /** Read call ages from draining workers' /sessions. Default true. */
+  sessions?: boolean;
+}
+
+interface Sample {
+  metric: Record<string, string>;
+  value: number;
+}
+
+async function promQuery(base: string, expr: string, timeoutMs: number): Promise<Sample[]> {
+  const url = new URL("/api/v1/query", base);
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ query: expr }).toString(),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const body = (await res.json().catch(() => ({ status: "error", error: `HTTP ${res.status}` }))) as {
+    status: string;
+    error?: string;
+    data?: { resultType: string; result: Array<{ metric: Record<string, string>; value: [number, string] }> };
+  };
+  if (body.status !== "success" || body.data === undefined) throw new Error(`Prometheus query failed (${expr.slice(0, 80)}): ${body.error ?? `HTTP ${res.status}`}`);
+  return body.data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
+}
+
+/** The PromQL `openrtc fleet` runs, all in parallel (one round trip). Exported for the docs and tests. */
+export function fleetQueries(window: string, job?: string): Record<string, string> {
+  const sel = job === undefined ? "" : `{job=${JSON.stringify(job)}}`;
+  const by = "by (job, instance)";
+  return {
+    // Every worker seen within the window, with its version and id.
+    seen: `group by (job, instance, deployment_version, worker_id) (last_over_time(openrtc_worker_info${sel}[${window}]))`,
+    present: `group by (job, instance, deployment_version, worker_id) (openrtc_worker_info${sel})`,
+    // The shipped recording rule: live sessions per worker (0 for a worker with none).
+    active: `openrtc:worker_active_sessions${sel}`,
+    activeRaw: `sum ${by} (openrtc_active_sessions${sel})`,
+    // What a vanished worker last held: raw series, exact (as OpenRTCWorkerVanishedWithSessions).
+    lastActive: `sum ${by} (last_over_time(openrtc_active_sessions${sel}[${window}]))`,
+    draining: `max ${by} (openrtc_draining${sel})`,
+    stuck: `max ${by} (openrtc_drain_stuck${sel})`,
+    rejected: `sum ${by} (openrtc_jobs_rejected_total${sel})`,
+    dropped: `max ${by} (last_over_time(openrtc_dropped_sessions_total${sel}[${window}]))`,
+    // Targets that never answered: down, and no worker_info seen for them within the window.
+    down: `(up${sel} == 0) and on (job) group by (job) (last_over_time(openrtc_worker_info${sel}[${window}])) unless on (job, instance) last_over_time(openrtc_worker_info${sel}[${window}])`,
+  };
+}
+
+export function prometheusSource(options: PrometheusSourceOptions): FleetSource {
+  const window = options.window ?? "15m";
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const queries = fleetQueries(window, options.job);
+  return {
+    description: `Prometheus at ${options.url}`,
+    read: async () => {
+      const names = Object.keys(queries);
+      const results = await Promise.all(names.map((n) => promQuery(options.url, queries[n] as string, timeoutMs)));
+      const r = Object.fromEntries(names.map((n, i) => [n, results[i] as Sample[]]));
+      const key = (m: Record<string, string>) => `${m.job ?? ""}/${m.instance ?? ""}`;
+      const index = (samples: Sample[] | undefined) => new Map((samples ?? []).map((s) => [key(s.metric), s.value]));
+      const present = new Map((r.present ?? []).map((s) => [key(s.metric), s.metric]));
+      const active = index((r.active ?? []).length > 0 ? r.active : r.activeRaw);
+      const lastActive = index(r.lastActive);
+      const draining = index(r.draining);
+      const stuck = index(r.stuck);
+      const rejected = index(r.rejected);
+      const dropped = index(r.dropped);
+      const readings: WorkerReading[] = [];
+      const seenKeys = new Set<string>();
+      // The newest process per address: `seen` may list two worker_ids for one instance.
+      for (const s of r.seen ?? []) {
+        const k = key(s.metric);
+        const now = present.get(k);
+        const instance = s.metric.instance ?? "";
+        const isCurrent = now !== undefined && now.worker_id === s.metric.worker_id;
+        const readingKey = now !== undefined && !isCurrent ? `${k}#${s.metric.worker_id ?? ""}` : k;
+        if (seenKeys.has(readingKey)) continue;
+        seenKeys.add(readingKey);
+        const base = {
+          key: readingKey,
+          url: `http://${instance}`,
+          workerId: s.metric.worker_id ?? null,
+          version: s.metric.deployment_version ?? null,
+        };
+        if (isCurrent) {
+          const isDraining = (draining.get(k) ?? 0) === 1;
+          readings.push({
+            ...base,
+            kind: "present",
+            state: isDraining ? ((active.get(k) ?? 0) === 0 ? "drained" : "draining") : "serving",
+            draining: isDraining,
+            activeSessions: active.get(k) ?? 0,
+            rejectedJobs: rejected.get(k) ?? 0,
+            drainStuck: (stuck.get(k) ?? 0) === 1,
+            droppedSessions: dropped.get(k) ?? 0,
+          });
+        } else if (now === undefined) {
+          readings.push({ ...base, kind: "gone", activeSessions: lastActive.get(k) ?? 0, droppedSessions: dropped.get(k) ?? 0 });
+        } else {
+          // Another process answers at this address now: this one was replaced. What it held is
+          // not separable in the raw series; the per-worker recording rule keeps the worker_id.
+          readings.push({ ...base, kind: "gone", activeSessions: 0 });
+        }
+      }
+      for (const s of r.down ?? []) {
+        readings.push({ key: key(s.metric), url: `http://${s.metric.instance ?? ""}`, kind: "unreachable", error: "Prometheus: up == 0, never scraped a worker there" });
+      }
+      if (options.sessions !== false) {
+        const want = readings.filter((x) => x.kind === "present" && x.draining === true && (x.activeSessions ?? 0) > 0).slice(0, 50);
+        await mapLimit(want, 16, async (x) => {
+          const direct = await readWorker(x.url as string, { ...(options.token === undefined ? {} : { token: options.token }), timeoutMs: Math.min(timeoutMs, 2000) });
+          if (direct.sessions !== undefined) x.sessions = direct.sessions;
+          else x.sessionsError = direct.sessionsError ?? direct.error ?? "not reachable directly";
+          if (direct.kind === "present") x.drainStartedAt = direct.drainStartedAt ?? null;
+        });
+      }
+      return readings;
+    },
+  };
+}
