@@ -255,6 +255,23 @@ describe("s3Sink requests", () => {
     expect(put?.headers["content-type"]).toBe("application/x-ndjson");
   });
 
+  it("every upload is a conditional put: PutObject carries If-None-Match: * (the local server ignores it, so look at the wire)", async () => {
+    const s3 = await server();
+    const proxy = await startRecordingProxy(s3.port);
+    cleanups.push(() => proxy.close());
+    const out = await sink(proxy.port, { batch: { maxRecords: 2, maxDelayMs: 60_000 } });
+    await out.write(fakeRecords(1, 7));
+    await out.flush();
+    // Another origin: still conditional.
+    await out.write(fakeRecords(1, 3, "host-b-1"));
+    await out.flush();
+    const puts = proxy.requests.filter((request) => request.method === "PUT");
+    expect(out.stats().uploadedObjects).toBe(6);
+    expect(puts).toHaveLength(6);
+    for (const put of puts) expect(put.headers["if-none-match"]).toBe("*");
+    expect(await collectLines(s3.port, "audit/prod")).toHaveLength(10);
+  });
+
   it("sends no Object Lock headers unless asked", async () => {
     const s3 = await server();
     const proxy = await startRecordingProxy(s3.port);

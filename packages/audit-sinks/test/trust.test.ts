@@ -142,7 +142,7 @@ describe("S3 sink", () => {
   it("two runs with one fixed origin: the second never overwrites the first; the collision is kept and reported", async () => {
     const run = async (spool: string, tag: string) => {
       const sink = await s3Sink({ bucket: BUCKET, prefix: "p", spoolDir: join(dir, spool), clientConfig: clientConfig(server.port), batch: { maxDelayMs: 1 } });
-      // No chainHead on S3: each run starts the origin at seq 1 again, as before.
+      // No `origin` given to s3Sink and a fresh spool: chainHead cannot tell, so each run starts the origin at seq 1 again.
       const log = new AuditLog({ origin: "fixed", sinks: [sink], clock: () => 1_763_800_000 });
       for (let i = 0; i < 5; i++) log.emit("x", { tag, i });
       await log.flush();

@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, readdirSync, writeSync } from "node:fs";
+import { fdatasyncSync, readdirSync, writeSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
 import { systemClock } from "@openrtc/core";
 import type { Clock } from "@openrtc/core";
@@ -15,7 +15,7 @@ import type { AuditChainHead, AuditRecord, AuditSink } from "@openrtc/core/audit
 import { nodeFileIo } from "./file-io.ts";
 import type { AuditFileHandle, AuditFileIo } from "./file-io.ts";
 import { FileLockError, acquireLock, lockPath, releaseLock } from "./file-lock.ts";
-import { readFirstLine, scanTail } from "./tail-scan.ts";
+import { lastOfOriginSync, readFirstLine, scanTail } from "./tail-scan.ts";
 
 export interface FileSinkOptions {
   /** Active file, e.g. `/var/log/openrtc/audit.jsonl`. Rotated files sit beside it. */
@@ -827,41 +827,3 @@ function readdirSyncSafe(dir: string): string[] {
   return readdirSync(dir);
 }
 
-/** The last record of `origin` in `file`, reading backwards in chunks (synchronous, for startup). */
-function lastOfOriginSync(file: string, origin: string): AuditChainHead | undefined {
-  let fd: number;
-  try {
-    fd = openSync(file, "r");
-  } catch {
-    return undefined;
-  }
-  try {
-    const needle = `"origin":${JSON.stringify(origin)},`;
-    let end = fstatSync(fd).size;
-    let carry = Buffer.alloc(0);
-    while (end > 0) {
-      const start = Math.max(0, end - (1 << 16));
-      const chunk = Buffer.alloc(end - start);
-      readSync(fd, chunk, 0, chunk.byteLength, start);
-      const buf = Buffer.concat([chunk, carry]);
-      const lines = buf.toString("utf8").split("\n");
-      // The first piece may be cut mid-line unless the chunk starts the file.
-      carry = start === 0 ? Buffer.alloc(0) : Buffer.from(lines.shift() ?? "", "utf8");
-      for (let i = lines.length - 1; i >= 0; i -= 1) {
-        const line = lines[i] as string;
-        if (!line.includes(needle)) continue;
-        try {
-          const r = JSON.parse(line) as AuditRecord;
-          if (r.origin === origin && Number.isSafeInteger(r.seq) && typeof r.hash === "string") return { origin, seq: r.seq, hash: r.hash };
-        } catch {
-          // a torn or foreign line: keep looking further back
-        }
-      }
-      if (start === 0 && carry.byteLength === 0) break;
-      end = start;
-    }
-    return undefined;
-  } finally {
-    closeSync(fd);
-  }
-}

@@ -1,3 +1,5 @@
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import type { AuditChainHead, AuditRecord } from "@openrtc/core/audit";
 import type { AuditFileHandle } from "./file-io.ts";
 
 export interface TailScan {
@@ -81,4 +83,46 @@ async function readAt(handle: AuditFileHandle, position: number, length: number)
     filled += n;
   }
   return buffer.subarray(0, filled);
+}
+
+/**
+ * The last record of `origin` in `file`, reading backwards in chunks (synchronous, for startup).
+ * Only the first `limit` bytes count when given (e.g. what is known to be durable).
+ */
+export function lastOfOriginSync(file: string, origin: string, limit?: number): AuditChainHead | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    const needle = `"origin":${JSON.stringify(origin)},`;
+    let end = Math.min(fstatSync(fd).size, limit ?? Number.POSITIVE_INFINITY);
+    let carry = Buffer.alloc(0);
+    while (end > 0) {
+      const start = Math.max(0, end - (1 << 16));
+      const chunk = Buffer.alloc(end - start);
+      readSync(fd, chunk, 0, chunk.byteLength, start);
+      const buf = Buffer.concat([chunk, carry]);
+      const lines = buf.toString("utf8").split("\n");
+      // The first piece may be cut mid-line unless the chunk starts the file.
+      carry = start === 0 ? Buffer.alloc(0) : Buffer.from(lines.shift() ?? "", "utf8");
+      for (let i = lines.length - 1; i >= 0; i -= 1) {
+        const line = lines[i] as string;
+        if (!line.includes(needle)) continue;
+        try {
+          const r = JSON.parse(line) as AuditRecord;
+          if (r.origin === origin && Number.isSafeInteger(r.seq) && typeof r.hash === "string") return { origin, seq: r.seq, hash: r.hash };
+        } catch {
+          // a torn or foreign line: keep looking further back
+        }
+      }
+      if (start === 0 && carry.byteLength === 0) break;
+      end = start;
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -1,9 +1,10 @@
 import { mkdir, open } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
-import type { AuditRecord, AuditSink } from "@openrtc/core/audit";
+import type { AuditChainHead, AuditRecord, AuditSink } from "@openrtc/core/audit";
 import { systemClock } from "@openrtc/core";
 import { AcceptedRecords } from "./accepted.ts";
+import { findS3ChainHead } from "./chain-head.ts";
 import { S3FlushTimeoutError, S3SinkError, S3SpoolFullError } from "./errors.ts";
 import { auditObjectKey, normalizePrefix } from "./key.ts";
 import { loadClientS3 } from "./peer.ts";
@@ -50,6 +51,22 @@ export interface S3SinkOptions {
   name?: string;
   /** Unix seconds; default the system clock. */
   clock?: () => number;
+  /**
+   * The fixed origin of the log this sink serves (the pool's `auditOrigin`). When given and the
+   * spool holds no record of it, `s3Sink()` looks up where that origin's chain stands in S3
+   * before it resolves, so `chainHead(origin)` (which the log calls synchronously when it is
+   * built) can answer and a restarted worker continues its chain. Without it `chainHead` answers
+   * from the spool only.
+   */
+  origin?: string;
+  /**
+   * Bound of that lookup (every listing page and the read of the last object together). When S3
+   * fails or does not answer in time, `s3Sink()` still resolves, `chainHead(origin)` throws saying
+   * why (the log then skips this sink) and `stats().chainHeadError` keeps the reason. Default 10 s.
+   */
+  chainHeadTimeoutMs?: number;
+  /** Keys per ListObjectsV2 page in that lookup (S3's maximum and default: 1000). */
+  listPageSize?: number;
 }
 
 export interface S3SinkStats {
@@ -73,6 +90,8 @@ export interface S3SinkStats {
   consecutiveFailures: number;
   /** Age of the oldest record not yet uploaded, seconds (0 when the spool is empty). */
   oldestSpooledAgeSeconds: number;
+  /** Why looking up `origin`'s chain head in S3 at startup failed; `null` when it did not (or was not needed). */
+  chainHeadError: string | null;
 }
 
 export interface S3Sink extends AuditSink {
@@ -88,6 +107,14 @@ export interface S3Sink extends AuditSink {
   /** Tries to upload for up to `closeTimeoutMs`, then stops; anything left stays in the spool for the next sink. */
   close(): Promise<void>;
   stats(): S3SinkStats;
+  /**
+   * Where `origin`'s chain stands in what this sink holds, synchronously: the last record of it in
+   * the local spool (spooled records not yet uploaded are newer than anything in S3) or written by
+   * this sink, else the head found in S3 at startup for `options.origin` (undefined when S3 holds
+   * no record of it). Throws when it cannot tell: the S3 lookup failed or timed out, or `origin`
+   * is not the `options.origin` that was looked up. The AuditLog skips a sink that throws.
+   */
+  chainHead(origin: string): AuditChainHead | undefined;
 }
 
 const MIB = 1024 * 1024;
@@ -130,9 +157,14 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
   let consecutiveFailures = 0;
   let collisions = 0;
   let closed = false;
+  let closing: Promise<void> | undefined;
   let flushWaiters: { target: number; resolve: () => void }[] = [];
   let wake: (() => void) | undefined;
   const accepted = new AcceptedRecords();
+  /** Last durable record per origin written through this instance (the spool file may be gone once uploaded). */
+  const written = new Map<string, AuditChainHead>();
+  /** The startup lookup of `options.origin` in S3. */
+  let looked: { origin: string; head: AuditChainHead | undefined; error: string | null } | undefined;
 
   const stats = (): S3SinkStats => ({
     spooledRecords: spool.pendingRecords,
@@ -144,6 +176,7 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
     lastError,
     consecutiveFailures,
     oldestSpooledAgeSeconds: spool.oldestAgeSeconds(),
+    chainHeadError: looked?.error ?? null,
   });
   const backlog = () => ({ spooledRecords: spool.pendingRecords, spooledBytes: spool.pendingBytes, lastError });
 
@@ -359,6 +392,13 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
         storing.push(durable);
       }
       await Promise.all(storing);
+      for (const record of records) {
+        const known = written.get(record.origin);
+        if (known === undefined || record.seq >= known.seq) {
+          written.set(record.origin, { origin: record.origin, seq: record.seq, hash: record.hash });
+          if (written.size > 64) written.delete(written.keys().next().value!);
+        }
+      }
     },
     flush(timeoutMs = settings.flushTimeoutMs) {
       const target = spool.consumedRecords + spool.pendingRecords + spool.queuedRecordCount;
@@ -379,19 +419,72 @@ export async function s3Sink(options: S3SinkOptions): Promise<S3Sink> {
         notify();
       });
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      await sink.flush(settings.closeTimeoutMs).catch(() => {});
-      stopping.abort();
-      notify();
-      await loop;
-      await spool.close();
-      if (ownClient) client.destroy();
+    close() {
+      // A second call (e.g. after the AuditLog's close gave up waiting) waits for the first.
+      closing ??= (async () => {
+        closed = true;
+        await sink.flush(settings.closeTimeoutMs).catch(() => {});
+        stopping.abort();
+        notify();
+        await loop;
+        await spool.close();
+        if (ownClient) client.destroy();
+      })();
+      return closing;
     },
     stats,
+    chainHead(origin) {
+      const local = newer(spool.lastRecordOf(origin), written.get(origin));
+      if (local !== undefined) return checkedHead(local, "the local spool");
+      if (looked?.origin === origin) {
+        if (looked.error !== null) {
+          throw new S3SinkError(`cannot tell where origin ${JSON.stringify(origin)} stands in s3://${options.bucket}/${prefix}: ${looked.error}`);
+        }
+        return looked.head;
+      }
+      throw new S3SinkError(
+        `chainHead(${JSON.stringify(origin)}): no record of it in the spool, and S3 was not searched for it ` +
+          `(pass origin: ${JSON.stringify(origin)} to s3Sink() to continue its chain from S3)`,
+      );
+    },
   };
+
+  const wanted = options.origin;
+  if (wanted !== undefined && spool.lastRecordOf(wanted) === undefined) {
+    looked = { origin: wanted, head: undefined, error: null };
+    const deadline = AbortSignal.timeout(settings.chainHeadTimeoutMs);
+    try {
+      looked.head = await findS3ChainHead({
+        sdk,
+        client,
+        bucket: options.bucket,
+        prefix,
+        origin: wanted,
+        pageSize: settings.listPageSize,
+        signal: deadline,
+        requestTimeoutMs: settings.requestTimeoutMs,
+      });
+    } catch (error) {
+      looked.error = deadline.aborted
+        ? `no answer within chainHeadTimeoutMs=${settings.chainHeadTimeoutMs} (${describe(error)})`
+        : `looking it up failed: ${describe(error)}`;
+    }
+  }
   return sink;
+}
+
+function newer(a: AuditChainHead | undefined, b: AuditChainHead | undefined): AuditChainHead | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return b.seq > a.seq ? b : a;
+}
+
+/** The log refuses (throws from its constructor) a head with a malformed hash: say so here instead. */
+function checkedHead(head: AuditChainHead, where: string): AuditChainHead {
+  if (!/^[0-9a-f]{64}$/.test(head.hash)) {
+    throw new S3SinkError(`the last record of origin ${JSON.stringify(head.origin)} in ${where} (seq ${head.seq}) has no valid hash`);
+  }
+  return head;
 }
 
 interface Settings {
@@ -405,6 +498,8 @@ interface Settings {
   closeTimeoutMs: number;
   objectLock: S3SinkOptions["objectLock"];
   clock: () => number;
+  chainHeadTimeoutMs: number;
+  listPageSize: number;
 }
 
 function resolveOptions(options: S3SinkOptions): Settings {
@@ -420,6 +515,9 @@ function resolveOptions(options: S3SinkOptions): Settings {
     );
   }
   if (options.prefix !== undefined && typeof options.prefix !== "string") fail("prefix must be a string");
+  if (options.origin !== undefined && (typeof options.origin !== "string" || options.origin === "")) {
+    fail("origin must be a non-empty string (the log's fixed origin)");
+  }
   const positive = (value: number | undefined, fallback: number, name: string): number => {
     if (value === undefined) return fallback;
     if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
@@ -448,6 +546,8 @@ function resolveOptions(options: S3SinkOptions): Settings {
     closeTimeoutMs: positive(options.closeTimeoutMs, 5_000, "closeTimeoutMs"),
     objectLock: lock,
     clock: options.clock ?? systemClock,
+    chainHeadTimeoutMs: positive(options.chainHeadTimeoutMs, 10_000, "chainHeadTimeoutMs"),
+    listPageSize: Math.max(1, Math.min(1000, Math.floor(positive(options.listPageSize, 1000, "listPageSize")))),
   };
 }
 

@@ -1,5 +1,7 @@
 import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import type { AuditChainHead } from "@openrtc/core/audit";
 import { acquireLock as acquireOwnerLock, FileLockError, releaseLock } from "../file/file-lock.ts";
+import { lastOfOriginSync } from "../file/tail-scan.ts";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { S3SinkError, S3SpoolFullError } from "./errors.ts";
@@ -184,6 +186,20 @@ export class Spool {
 
   get quarantinedLines(): number {
     return this.quarantinedValue;
+  }
+
+  /**
+   * The last record of `origin` still in the spool's segment files (durable bytes only; read
+   * synchronously, newest segment first), whether or not it was uploaded yet. Lines not yet
+   * uploaded are newer than anything this spool put in S3.
+   */
+  lastRecordOf(origin: string): AuditChainHead | undefined {
+    for (let index = this.segments.length - 1; index >= 0; index -= 1) {
+      const segment = this.segments[index]!;
+      const head = lastOfOriginSync(segment.path, origin, segment.size);
+      if (head !== undefined) return head;
+    }
+    return undefined;
   }
 
   /** Whether an upload range was already announced (it must be uploaded as is, without waiting). */
