@@ -26,6 +26,12 @@ export interface CoordinatorOptions {
   newVersion: string;
   workersPerVersion?: number;
   rollbackReason?: string;
+  /**
+   * Judges the new version before the rollback (the demo: `compare` over both versions' calls);
+   * its `reason` goes into `deployment.rolled_back`, with its extra `fields`. Default: the fixed
+   * `rollbackReason`.
+   */
+  judgeRollback?: (base: string, candidate: string) => Promise<{ reason: string; fields?: Record<string, unknown> }>;
   /** A worker that has not registered within this long fails the run. Default 60 s. */
   readyTimeoutMs?: number;
   /** A drain that has not finished within this long fails the run (nothing is killed). Default 120 s. */
@@ -61,7 +67,7 @@ const ACTOR = "demo-coordinator";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Coordinator {
-  readonly #o: Required<Omit<CoordinatorOptions, "onPhase" | "log" | "beforeSignal" | "signalBeforeSwitch">> & Pick<CoordinatorOptions, "onPhase" | "log" | "beforeSignal" | "signalBeforeSwitch">;
+  readonly #o: Required<Omit<CoordinatorOptions, "onPhase" | "log" | "beforeSignal" | "signalBeforeSwitch" | "judgeRollback">> & Pick<CoordinatorOptions, "onPhase" | "log" | "beforeSignal" | "signalBeforeSwitch" | "judgeRollback">;
   phase: Phase | "init" = "init";
   readonly phases: PhaseMark[] = [];
   readonly deployments: DeploymentOutcome[] = [];
@@ -108,7 +114,9 @@ export class Coordinator {
     await this.#complete(forward, green, blue);
 
     this.#enter("rollback_start_v1");
-    this.#emit("deployment.rolled_back", { version: v1, from_version: v2, target: "fleet", reason: this.#o.rollbackReason });
+    // The verdict comes before the rollback is recorded (and before the old version returns).
+    const judged: { reason: string; fields?: Record<string, unknown> } = this.#o.judgeRollback === undefined ? { reason: this.#o.rollbackReason } : await this.#o.judgeRollback(v1, v2);
+    this.#emit("deployment.rolled_back", { ...judged.fields, version: v1, from_version: v2, target: "fleet", reason: judged.reason });
     await manifest.publish([v1, v2]);
     const blueAgain = this.#startWorkers(v1, "b");
     await this.#awaitServing(blueAgain);

@@ -9,11 +9,13 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { AuditLog, type AuditRecord } from "@openrtc/core";
 import type { JobRecord } from "@openrtc/livekit-dispatcher";
+import { createCollectorServer, OPENRTC_COLLECTOR_URL_ENV } from "@openrtc/observer-voicegateway";
 import { EmbeddedBackend, LiveKitBackend, liveKitFromEnv, type CallBackend, type CallTally } from "./backend.ts";
 import { buildSchedule, type PlannedCall } from "./calls.ts";
 import { Coordinator, type CoordinatorOptions, type DeploymentOutcome, type PhaseMark } from "./coordinator.ts";
 import { Fleet, type WorkerProcess } from "./fleet.ts";
 import { ManifestFile } from "./manifest-file.ts";
+import { encodeRegression, judge, REGRESSION_ENV, regressionFor, storedCalls, toDemoComparison, type DemoComparison } from "./regression.ts";
 import { RunAudit } from "./run-audit.ts";
 import { LiveTable, rowOf } from "./table.ts";
 
@@ -105,6 +107,12 @@ export interface DemoSummary {
   jobs_abandoned: number;
   jobs_not_run_by_reason: Record<string, number>;
   calls_by_version: Record<string, number>;
+  /** Call records the coordinator's collector received from the job processes' observers. */
+  calls_observed: number;
+  /** What the new version's agent carries (src/regression.ts). */
+  regression: { version: string; tts_slowdown: number; failure_rate: number; seed: number };
+  /** `compare` of both versions' calls, run before the rollback (null if it could not run). */
+  comparison: DemoComparison | null;
   deployments: DeploymentOutcome[];
   phases: { phase: string; at_seconds: number }[];
   workers: { name: string; worker_id: string | null; version: string; pid: number; exit_code: number | null; calls_taken: number | null; dropped_sessions: number | null }[];
@@ -176,6 +184,11 @@ export interface DemoHooks {
   onRunning?: (run: { backend: CallBackend; fleet: Fleet; coordinator: Coordinator; markerDir: string; note: (line: string) => void }) => { stop(): Promise<void> | void };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Bounds on the wait before the comparison: calls in flight hang up, then their records arrive. */
+const JUDGE_SETTLE_MS = 15_000;
+const JUDGE_RECORDS_MS = 5_000;
+
 export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveKitFromEnv>, io: DemoIo, hooks: DemoHooks = {}): Promise<DemoRun> {
   const t0 = Date.now();
   const out = flags.json ? io.stderr : io.stdout;
@@ -190,6 +203,9 @@ export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveK
 
   const markerDir = join(runDir, "markers");
   mkdirSync(markerDir, { recursive: true });
+  // The observers in the job processes ship every call's record here; compare reads it.
+  const collector = await createCollectorServer();
+  const regression = regressionFor(flags.seed, NEW_VERSION);
   const backend: CallBackend = liveKit === undefined ? await EmbeddedBackend.start({ markerDir, seed: flags.seed }) : new LiveKitBackend(liveKit.url, liveKit.apiKey, liveKit.apiSecret);
   const outputTail = new Map<string, string[]>();
   const logs = new Map<string, WriteStream>();
@@ -199,7 +215,13 @@ export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveK
     apiSecret: backend.apiSecret,
     manifestFile: manifest.path,
     membershipSecrets: [secret],
-    env: { ...backend.workerEnv, ...hooks.workerEnv, ...(backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName }) },
+    env: {
+      ...backend.workerEnv,
+      [OPENRTC_COLLECTOR_URL_ENV]: collector.url,
+      [REGRESSION_ENV]: encodeRegression(regression),
+      ...hooks.workerEnv,
+      ...(backend.agentName === "" ? {} : { LIVEKIT_AGENT_NAME: backend.agentName }),
+    },
     stdio: "pipe",
     // Worker logs go to <run dir>/<worker>.log (last lines kept for error reports), not to the
     // terminal: the table is the view.
@@ -227,7 +249,31 @@ export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveK
       rows: fleet.workers.map(rowOf),
     }),
   });
+  let comparison: DemoComparison | null = null;
+  const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
+  /** compare over the calls both versions finished, before the rollback (see regression.ts). */
+  const judgeRollback = async (base: string, candidate: string): Promise<{ reason: string; fields: Record<string, unknown> }> => {
+    // Judge finished calls: let the calls in flight hang up and their records arrive (bounded:
+    // a call that never ends must not hold the rollback).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([backend.settled(), new Promise((r) => (timer = setTimeout(r, JUDGE_SETTLE_MS)))]).finally(() => clearTimeout(timer));
+    const expected = backend.tally().completed;
+    const deadline = Date.now() + JUDGE_RECORDS_MS;
+    while (storedCalls(collector.store, [base, candidate]) < expected && Date.now() < deadline) await sleep(100);
+    try {
+      const { result, text } = judge(collector.store, base, candidate);
+      comparison = toDemoComparison(result);
+      table.note(`${stamp()} before the rollback: ${text.replace(/\n/g, "\n        ")}`);
+      const reason = result.verdict === "roll_back" ? result.reason : `${result.verdict}: ${result.reason}; rolled back regardless (the demo's scenario)`;
+      return { reason, fields: { verdict: result.verdict } };
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      table.note(`${stamp()} compare failed: ${message}`);
+      return { reason: `demo: simulated regression in the new version (compare failed: ${message})`, fields: { verdict: null } };
+    }
+  };
   coordinator = new Coordinator({
+    judgeRollback,
     fleet,
     backend,
     manifest,
@@ -237,7 +283,7 @@ export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveK
     newVersion: NEW_VERSION,
     ...(hooks.beforeSignal === undefined ? {} : { beforeSignal: hooks.beforeSignal }),
     ...(hooks.signalBeforeSwitch === undefined ? {} : { signalBeforeSwitch: hooks.signalBeforeSwitch }),
-    log: (line) => table.note(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${line}`),
+    log: (line) => table.note(`${stamp()} ${line}`),
   });
   let interrupts = 0;
   const onSigint = () => {
@@ -277,6 +323,8 @@ export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveK
   await audit.close({ timeoutMs: 5000 });
   await runAudit.close();
   await backend.close();
+  const callsObserved = storedCalls(collector.store, [...new Set(collector.store.buckets().map((b) => b.key.version))]);
+  await collector.close();
   for (const log of logs.values()) log.end();
   if (backend instanceof EmbeddedBackend) {
     // The dispatcher's record of every call (offers, assignment, fate): the outside view.
@@ -304,6 +352,9 @@ export async function runDemo(flags: DemoFlags, liveKit: ReturnType<typeof liveK
     jobs_abandoned: tally.abandoned,
     jobs_not_run_by_reason: tally.notRunByReason,
     calls_by_version: tally.byVersion,
+    calls_observed: callsObserved,
+    regression: { version: regression.version, tts_slowdown: regression.ttsSlowdown, failure_rate: regression.failureRate, seed: regression.seed },
+    comparison,
     deployments: coordinator.deployments,
     phases: coordinator.phases.map((p) => ({ phase: p.phase, at_seconds: Math.round((p.at - t0) / 100) / 10 })),
     workers: fleet.workers.map((w) => ({
@@ -345,6 +396,8 @@ export function formatSummary(s: DemoSummary): string {
     `  calls: ${s.calls_started} started, ${s.calls_completed} completed, ${s.calls_cut_short} cut short${s.calls_cut_short > 0 ? ` (${Object.entries(s.calls_cut_short_by_cause).map(([c, n]) => `${c}: ${n}`).join(", ")})` : ""}, ${s.jobs_unplaced} unplaced, ${s.jobs_abandoned} abandoned`,
     `  calls by version: ${versions || "none"}`,
     `  jobs rejected by workers: ${s.jobs_rejected}${s.jobs_rejected > 0 ? ` (${Object.entries(s.jobs_rejected_by_reason).map(([r, n]) => `${r}: ${n}`).join(", ")})` : ""}`,
+    `  regression in ${s.regression.version} (seed ${s.regression.seed}): TTS ${Math.round(s.regression.tts_slowdown * 100)}% slower, ${Math.round(s.regression.failure_rate * 100)}% of calls fail; ${s.calls_observed} call records observed`,
+    s.comparison === null ? "  comparison: not run" : `  comparison ${s.comparison.base} (${s.comparison.calls.base} calls) → ${s.comparison.candidate} (${s.comparison.calls.candidate} calls): ${s.comparison.verdict} — ${s.comparison.reason}`,
     ...s.deployments.map((d) => `  ${d.kind} ${d.from_version} → ${d.version}: ${d.completed ? "completed" : "NOT completed"}`),
     `  audit log: ${s.audit_file} (${s.audit_records} records, ${s.audit_origins} origins) ${s.audit_verified ? "verified" : `NOT verified: ${s.audit_error}`}`,
     `  check it yourself: pnpm --filter @openrtc/core exec tsx --conditions=@openrtc/source src/cli.ts audit verify ${s.audit_file}`,

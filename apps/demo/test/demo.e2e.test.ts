@@ -150,6 +150,33 @@ describe("rollback v2 → v1", () => {
     expect(String(r.reason).length).toBeGreaterThan(0);
   });
 
+  test("before it, compare judged both versions' observed calls; its verdict's reason is the rollback's reason", () => {
+    const c = summary.comparison;
+    expect(c).not.toBeNull();
+    expect(c).toMatchObject({ base: V1, candidate: V2 });
+    expect(["roll_back", "escalate", "promote", "insufficient_data"]).toContain(c!.verdict);
+    expect(c!.metrics.map((m) => m.name)).toEqual(["failure_rate", "e2e_latency_ms", "llm_ttft_ms", "tts_ttfb_ms", "eou_delay_ms", "cost_per_call_usd", "tokens_per_call", "duration_s"]);
+    for (const m of c!.metrics) {
+      expect(Object.keys(m)).toEqual(expect.arrayContaining(["name", "base", "candidate", "delta", "significant"]));
+      expect(typeof m.significant).toBe("boolean");
+      for (const v of [m.base, m.candidate, m.delta]) expect(v === null || typeof v === "number").toBe(true);
+    }
+    const r = coordinatorRecord("deployment.rolled_back");
+    expect(String(r.reason)).toContain(c!.reason);
+    expect(r.verdict).toBe(c!.verdict);
+    // The observer saw the calls each version had finished by then (every call had ended).
+    const before = jobs.filter((j) => j.endedAt !== undefined && j.endedAt <= r.timestamp);
+    expect(c!.calls.base + c!.calls.candidate).toBe(before.length);
+    expect(c!.calls.candidate).toBeGreaterThan(0);
+    // (No assertion on the latencies themselves: at 15 calls p95 is one call's value, and timer
+    // jitter on a loaded 2-core box can exceed the injected slowdown. regression.test.ts checks
+    // detection at the demo's size.)
+    expect(summary.regression).toMatchObject({ version: V2, seed: 1 });
+    if (c!.verdict === "insufficient_data") expect(c!.reason).toContain(`≥ ${c!.guard.min_calls} calls per side`);
+    // Every call's record reached the coordinator's collector.
+    expect(summary.calls_observed).toBe(summary.calls_completed);
+  });
+
   test("v2 workers drained without a call dropped or accepted while draining; later jobs landed on v1", () => {
     const versions = versionOf();
     const drains = drainStarted();
