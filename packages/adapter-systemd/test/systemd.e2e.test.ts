@@ -185,6 +185,9 @@ describe.skipIf(reason !== undefined)(`the shipped unit under the real systemd 2
       "ExecStart=",
       `ExecStart=${process.execPath} ${SOURCE_EXEC_ARGV.join(" ")} ${WORKER}`,
       `WorkingDirectory=${packageDir}`,
+      // The shipped unit's PrivateTmp=/ProtectHome= would hide a checkout under /tmp or /root
+      // (where CI may clone): bind it in read-only, as a unit running from such a path would.
+      `BindReadOnlyPaths=${path.resolve(packageDir, "../..")}`,
       "User=root",
       "Group=root",
       `TimeoutStopSec=${TIMEOUT_STOP_SEC}s`,
@@ -215,7 +218,7 @@ describe.skipIf(reason !== undefined)(`the shipped unit under the real systemd 2
     ].join("\n");
     const wrapper = spawn("bash", ["-c", script, BOOT, cgroup], {
       stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, OPENRTC_E2E_UNITS: JSON.stringify(units) },
+      env: { ...process.env, OPENRTC_E2E_UNITS: JSON.stringify(units), OPENRTC_E2E_CHECKOUT: path.resolve(packageDir, "../..") },
     });
     process.on("exit", killOnExit);
     let output = "";
@@ -251,7 +254,9 @@ describe.skipIf(reason !== undefined)(`the shipped unit under the real systemd 2
 
   it(`systemctl stop waits for the call's hang-up past TimeoutStopSec=${TIMEOUT_STOP_SEC}, reads "draining", ends Result=success without SIGKILL`, async () => {
     await systemctl("start", "--no-block", UNIT);
-    const control = await Control.open(port);
+    const control = await Control.open(port).catch(async (error: Error) => {
+      throw new Error(`${error.message}\nunit: ${JSON.stringify(await show("ActiveState", "SubState", "Result", "ExecMainStatus").catch(() => ({})))}\nworker log: ${workerLog()}`);
+    });
     try {
       // Type=notify: not active before READY=1.
       expect((await show("ActiveState")).ActiveState).toBe("activating");

@@ -23,6 +23,13 @@ mount -t cgroup2 -o nsdelegate cgroup2 "$root/sys/fs/cgroup"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
 mount -t tmpfs tmpfs "$root/tmp"
+# The checkout the worker runs from, when it lives under /tmp (CI clones may): the tmpfs above
+# hides it, so it is bound in again, read-only (nothing in the namespace writes to the host).
+if [ -n "${OPENRTC_E2E_CHECKOUT:-}" ] && [[ "$OPENRTC_E2E_CHECKOUT" == /tmp/* ]]; then
+  mkdir -p "$root$OPENRTC_E2E_CHECKOUT"
+  mount --bind "$OPENRTC_E2E_CHECKOUT" "$root$OPENRTC_E2E_CHECKOUT"
+  mount -o remount,bind,ro "$root$OPENRTC_E2E_CHECKOUT"
+fi
 node -e '
   const fs = require("node:fs"), path = require("node:path");
   const dir = path.join(process.argv[1], "etc/systemd/system");
