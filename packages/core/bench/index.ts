@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { BenchRow } from "./types.ts";
 
-const SECTIONS = ["membership", "sessions", "metrics", "audit"] as const;
+const SECTIONS = ["membership", "sessions", "metrics", "audit", "fleet"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export async function runSection(section: Section): Promise<BenchRow[]> {
@@ -18,6 +18,8 @@ export async function runSection(section: Section): Promise<BenchRow[]> {
       return (await import("./pool.ts")).benchScrape();
     case "audit":
       return (await import("./audit.ts")).benchAudit();
+    case "fleet":
+      return (await import("./fleet.ts")).benchFleet();
   }
 }
 
