@@ -6,9 +6,13 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { markerDirPresence, startDispatcher, waitForEvent, type Dispatcher, type JobHandle, type JobRecord } from "@openrtc/livekit-dispatcher";
 import { startChild, type Child } from "./child.ts";
+
+// Each test boots real AgentServer processes (seconds of CPU each) on a 2-core machine shared
+// with the rest of the suite: allow for a slow start rather than fail on it.
+vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
 const fixture = fileURLToPath(new URL("./fixtures/runapp-worker.ts", import.meta.url));
 const apiKey = "runapp-key";
