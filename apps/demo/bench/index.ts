@@ -131,7 +131,9 @@ async function drainBench(): Promise<DrainSample[]> {
       apiKey,
       apiSecret,
       stdio: "ignore",
-      env: { HOLD_CALL_MARKER_DIR: markers },
+      // One warm job process per worker (production's minimum): six workers at once, each
+      // starting two, would starve the very processes whose signal handling is measured.
+      env: { HOLD_CALL_MARKER_DIR: markers, OPENRTC_IDLE_PROCESSES: "1" },
       onAudit: (records, worker) => {
         const m = auditAt.get(worker.name) ?? new Map<string, number>();
         for (const r of records) if (!m.has(r.event)) m.set(r.event, r.timestamp * 1000);

@@ -7,6 +7,7 @@
 //   OPENRTC_MANIFEST_FILE, OPENRTC_MEMBERSHIP_SECRETS   optional: the signed active-version manifest
 //   OPENRTC_CONTROL_PORT                                control server port (default 0: any)
 //   OPENRTC_DRAIN_TIMEOUT_MS                            when a drain counts as stuck (default 1 h)
+//   OPENRTC_IDLE_PROCESSES                              warm job processes (default 2; production needs ≥ 1)
 //   OPENRTC_CALLS_PER_WORKER                            calls at which the worker reports itself full (default 4)
 //   OTEL_EXPORTER_OTLP_ENDPOINT                         optional: export one span per call over OTLP/HTTP
 // With an IPC channel (the demo's coordinator), the worker reports {type:"ready"} and forwards
@@ -95,7 +96,7 @@ const app = await runApp(
     loadThreshold: 1,
     // Warm job processes (the SDK's production default here, min(cores, 4)): each job takes one
     // and the SDK starts its replacement, so a call arriving meanwhile is not held by a cold start.
-    numIdleProcesses: 2,
+    numIdleProcesses: Number(process.env.OPENRTC_IDLE_PROCESSES ?? 2),
     shutdownProcessTimeout: 10_000,
     // A job process must load @livekit/agents before its entry runs; on a busy 2-core box that
     // takes longer than the SDK's 10 s default (30 s and more while other test suites load the
