@@ -2,7 +2,8 @@
 // server), against real pools and control servers in this process. Keys, redraw and exit are
 // driven with send-keys and read back with capture-pane.
 import { execFile } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,7 +28,9 @@ function requireTmux(): string {
 
 const tmuxBin = requireTmux();
 const socket = `openrtc-top-${process.pid}`;
-const session = "top";
+// Unique per run: two suites on one machine share the default tmux server.
+const session = `top-${process.pid}`;
+const exitFile = join(mkdtempSync(join(tmpdir(), "openrtc-top-")), "exit-code");
 const cwd = fileURLToPath(new URL("..", import.meta.url));
 
 function tmux(...args: string[]): Promise<string> {
@@ -78,7 +81,8 @@ describe("openrtc top in tmux", () => {
     now += 242;
     a.pool.startSession({ jobId: "job-new", agentName: "support", roomName: "room-3", metadata: { tenant: "acme" } });
     b.pool.startSession({ jobId: "job-b", agentName: "support", roomName: "room-b", metadata: { tenant: "initech" } });
-    const command = `cd ${JSON.stringify(cwd)} && exec ${[process.execPath, ...SOURCE_EXEC_ARGV, "src/cli.ts", "top", a.server.url, b.server.url, "--interval", "0.2"].map((x) => JSON.stringify(x)).join(" ")}`;
+    // The exit status goes to a file as well: tmux does not always fill in #{pane_dead_status}.
+    const command = `cd ${JSON.stringify(cwd)} && ${[process.execPath, ...SOURCE_EXEC_ARGV, "src/cli.ts", "top", a.server.url, b.server.url, "--interval", "0.2"].map((x) => JSON.stringify(x)).join(" ")}; code=$?; echo $code > ${JSON.stringify(exitFile)}; exit $code`;
     await tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", command, ";", "set-option", "-t", session, "remain-on-exit", "on");
   });
 
@@ -135,12 +139,12 @@ describe("openrtc top in tmux", () => {
     const deadline = Date.now() + 10_000;
     let state = "";
     while (Date.now() < deadline) {
-      state = (await tmux("display-message", "-p", "-t", session, "#{pane_dead} #{pane_dead_status}")).trim();
-      // Dead with its exit status: tmux can report the pane dead a moment before the status.
-      if (/^1 \S+$/.test(state)) break;
+      state = (await tmux("display-message", "-p", "-t", session, "#{pane_dead}")).trim();
+      if (state === "1" && existsSync(exitFile)) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    expect(state).toBe("1 0");
+    expect(state).toBe("1");
+    expect(readFileSync(exitFile, "utf8").trim()).toBe("0");
     // The alternate screen is left: the live view is gone from the terminal.
     expect(await screen()).not.toContain("q quit · s sort");
   });
