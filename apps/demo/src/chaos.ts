@@ -13,7 +13,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import type { JobRecord } from "@openrtc/livekit-dispatcher";
+import type { Dispatcher, JobRecord } from "@openrtc/livekit-dispatcher";
 import { EmbeddedBackend, type CallBackend } from "./backend.ts";
 import { buildSchedule, mulberry32 } from "./calls.ts";
 import type { PhaseMark } from "./coordinator.ts";
@@ -25,6 +25,14 @@ export const CHAOS_USAGE = `usage: pnpm chaos [-- --calls N] [--seed S] [--json]
   --calls N   simulated calls (default 1000, 10–5000)
   --seed S    integer seed: the call schedule, the faults' moments and targets (default 1)
   --json      print only the report, as one JSON object, on stdout`;
+
+/** Room, in workers' worth of calls, the other serving members must have before a capacity fault. */
+const CAPACITY_HEADROOM = 0.5;
+/**
+ * Calls at which a chaos worker reports itself full (the demo's default is 4): sized so that with
+ * one member out, the other still has room for the calls in flight at the run's pace.
+ */
+const CHAOS_CALLS_PER_WORKER = "8";
 
 export const FAULT_KINDS = ["kill_job_process", "drop_socket", "audit_fail", "overload"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -61,6 +69,10 @@ export interface ChaosReport {
   /** Drains whose SIGTERM came right after a job was assigned to one of the drained workers. */
   drains_mid_assignment: number;
   faults_injected: Record<FaultKind, number>;
+  /** Every call not completed and not cut by an injected kill, with when (ms into the run) and why. */
+  calls_lost: { job: string; fate: string; reason?: string; at_ms: number }[];
+  /** Every fault injected: when (ms into the run), which, on what. */
+  injections: { at_ms: number; fault: FaultKind; worker: string; job?: string }[];
   setup_latency_ms: { steady: Percentiles; switch: Percentiles; ratio_p99_switch_over_steady: number | null };
   demo_ok: boolean;
   demo_error?: string;
@@ -104,6 +116,7 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
       // Retire the old version by SIGTERM first (the manifest follows), so the signal can land
       // while a job is being assigned to it.
       signalBeforeSwitch: true,
+      workerEnv: { OPENRTC_CALLS_PER_WORKER: io.env.OPENRTC_CALLS_PER_WORKER ?? process.env.OPENRTC_CALLS_PER_WORKER ?? CHAOS_CALLS_PER_WORKER },
       // SIGTERM right after a job was assigned to one of the workers being retired (bounded wait).
       beforeSignal: async (workers) => {
         const ids = new Set(workers.flatMap((w) => w.workerIds));
@@ -170,6 +183,10 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
     jobs_accepted_after_drain: acceptedAfterDrain(run.jobs, run.workers),
     drains_mid_assignment: midAssignment,
     faults_injected: faults,
+    calls_lost: run.jobs
+      .filter((j) => j.fate !== "completed" && !(j.fate === "cut_short" && killed.has(j.id)))
+      .map((j) => ({ job: j.id, fate: j.fate ?? "running", ...(j.endReason === undefined ? {} : { reason: j.endReason }), at_ms: Math.round(j.createdAt * 1000 - t0) })),
+    injections: injections.map((i) => ({ at_ms: i.atMs, fault: i.fault, worker: i.worker, ...(i.jobId === undefined ? {} : { job: i.jobId }) })),
     setup_latency_ms: {
       steady: steadyP,
       switch: switchP,
@@ -206,16 +223,34 @@ interface InjectorContext {
 
 /**
  * Injects one fault after another, cycling through the kinds (so each appears) at seeded random
- * moments and on seeded random targets, until stopped. Only serving workers are targets, and only
- * one worker is overloaded at a time, so the fleet always has capacity for new calls.
+ * moments and on seeded random targets, until stopped. Only serving workers are targets.
+ *
+ * A dropped socket and a worker reporting full both take capacity away, and LiveKit drops a call
+ * that arrives while no worker has room ("no workers with sufficient capacity"). That loss would
+ * measure how the fleet was sized, not how a deploy behaves, so the run keeps headroom the way
+ * an operator would: one capacity fault at a time, and only while the other serving members have
+ * room for at least CAPACITY_HEADROOM of a worker's calls between them.
  */
 function injectFaults(c: InjectorContext): { stop(): void } {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
-  let overloadedUntil = 0;
+  // Until when the last capacity fault (overload, dropped socket) is taken to last.
+  let capacityFaultUntil = 0;
   let next = 0;
   const pick = <T>(xs: readonly T[]): T | undefined => (xs.length === 0 ? undefined : xs[Math.floor(c.random() * xs.length)]);
   const serving = () => c.fleet.live().filter((w) => w.snapshot?.state === "serving" && w.snapshot.member);
+  /** The room for calls, in workers' worth, that serving members other than `target` report to LiveKit. */
+  const spareWithout = (d: Dispatcher, target: WorkerProcess): number => {
+    const ids = new Set(serving().filter((w) => w !== target).flatMap((w) => w.workerIds));
+    return d
+      .workers()
+      .filter((v) => ids.has(v.id) && v.connected && !v.gone && v.status === "available")
+      .reduce((sum, v) => sum + Math.max(0, 1 - v.load), 0);
+  };
+  const capacityTarget = (d: Dispatcher): WorkerProcess | undefined => {
+    if (Date.now() < capacityFaultUntil) return undefined;
+    return pick(serving().filter((w) => spareWithout(d, w) >= CAPACITY_HEADROOM));
+  };
   const record = (fault: FaultKind, w: WorkerProcess, jobId?: string) => {
     c.injections.push({ atMs: Date.now() - c.t0, fault, worker: w.name, ...(jobId === undefined ? {} : { jobId }) });
     c.note(`chaos: ${fault} → ${w.name}${jobId === undefined ? "" : ` (${jobId})`}`);
@@ -243,9 +278,11 @@ function injectFaults(c: InjectorContext): { stop(): void } {
         return true;
       }
       case "drop_socket": {
-        const w = pick(serving());
+        const w = capacityTarget(d);
         const id = w?.workerIds.at(-1);
         if (w === undefined || id === undefined || d.worker(id)?.connected !== true) return false;
+        // The SDK reconnects and registers again within a few seconds.
+        capacityFaultUntil = Date.now() + 6000;
         d.dropConnection(id);
         record(fault, w);
         return true;
@@ -258,10 +295,9 @@ function injectFaults(c: InjectorContext): { stop(): void } {
         return true;
       }
       case "overload": {
-        const candidates = serving();
-        if (Date.now() < overloadedUntil || candidates.length < 2) return false;
-        const w = pick(candidates)!;
-        overloadedUntil = Date.now() + 6000;
+        const w = capacityTarget(d);
+        if (w === undefined) return false;
+        capacityFaultUntil = Date.now() + 6000;
         w.send({ type: "chaos", fault: "overload", ms: 5000 });
         record(fault, w);
         return true;
@@ -333,6 +369,7 @@ export function formatChaos(r: ChaosReport): string {
     `  jobs accepted after their worker's drain began (must be 0): ${r.jobs_accepted_after_drain}`,
     `  faults: ${Object.entries(r.faults_injected).map(([k, n]) => `${k} ${n}`).join(", ")}; drains signalled mid-assignment: ${r.drains_mid_assignment}`,
     `  setup latency (dispatch → entry): steady p50 ${lat.steady.p50} ms p99 ${lat.steady.p99} ms (n ${lat.steady.n}); during a switch p50 ${lat.switch.p50} ms p99 ${lat.switch.p99} ms (n ${lat.switch.n}); p99 ratio switch/steady ${lat.ratio_p99_switch_over_steady} (goal ≤ 1.10)`,
+    ...r.calls_lost.map((l) => `  lost: ${l.job} ${l.fate}${l.reason === undefined ? "" : ` (${l.reason})`} at ${(l.at_ms / 1000).toFixed(1)} s`),
     `  audit ${r.audit_verified ? "verified" : "NOT verified"}; run files in ${r.run_dir}`,
     ...(r.demo_error === undefined ? [] : [`  error: ${r.demo_error}`]),
   ].join("\n");

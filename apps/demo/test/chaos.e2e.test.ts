@@ -11,16 +11,18 @@ describe("pnpm chaos, CI-sized (30 calls, seed 5)", () => {
   test("every call completed or was cut short by a kill the run injected; nothing else was lost", async () => {
     const quiet = { write: () => true } as unknown as NodeJS.WritableStream;
     report = await runChaos({ calls: 30, seed: 5, faultGapMs: [2000, 5000], gapMs: [900, 1500] }, { stdout: quiet, stderr: quiet, env: { ...process.env, LIVEKIT_URL: "", LIVEKIT_API_KEY: "", LIVEKIT_API_SECRET: "" } });
-    expect(report.demo_error).toBeUndefined();
-    expect(report.calls_started).toBe(30);
-    expect(report.calls_cut_otherwise).toBe(0);
-    expect(report.calls_cut_by_drain).toBe(0);
-    expect(report.calls_killed_but_completed).toBe(0);
-    expect(report.calls_unplaced + report.calls_abandoned).toBe(0);
-    expect(report.calls_completed + report.calls_cut_by_injected_kill).toBe(30);
-    expect(report.jobs_accepted_after_drain).toBe(0);
-    expect(report.audit_verified).toBe(true);
-    expect(report.ok).toBe(true);
+    // On a failure, say why: the report's figures (run_dir holds the audit log and the workers' logs).
+    const why = JSON.stringify(report);
+    expect(report.demo_error, why).toBeUndefined();
+    expect(report.calls_started, why).toBe(30);
+    expect(report.calls_cut_otherwise, why).toBe(0);
+    expect(report.calls_cut_by_drain, why).toBe(0);
+    expect(report.calls_killed_but_completed, why).toBe(0);
+    expect(report.calls_unplaced + report.calls_abandoned, why).toBe(0);
+    expect(report.calls_completed + report.calls_cut_by_injected_kill, why).toBe(30);
+    expect(report.jobs_accepted_after_drain, why).toBe(0);
+    expect(report.audit_verified, why).toBe(true);
+    expect(report.ok, why).toBe(true);
   }, 600_000);
 
   test("the faults really happened: each kind at least once", () => {
