@@ -11,8 +11,8 @@
 // (dispatch → the agent's entry) in steady state and during a switch.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { isMainModule } from "@openrtc/core";
 import type { Dispatcher, JobRecord } from "@openrtc/livekit-dispatcher";
 import { EmbeddedBackend, type CallBackend } from "./backend.ts";
 import { buildSchedule, mulberry32 } from "./calls.ts";
@@ -390,7 +390,7 @@ export function parseChaosFlags(argv: readonly string[]): { calls: number; seed:
   return { calls: int("calls", values.calls, 1000, 10, 5000), seed: int("seed", values.seed, 1, -(2 ** 31), 2 ** 32 - 1), json: values.json === true, help: values.help === true };
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMainModule(import.meta.url)) {
   let flags;
   try {
     flags = parseChaosFlags(process.argv.slice(2));

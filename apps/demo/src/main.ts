@@ -5,9 +5,8 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { AuditLog, type AuditRecord } from "@openrtc/core";
+import { AuditLog, isMainModule, type AuditRecord } from "@openrtc/core";
 import type { JobRecord } from "@openrtc/livekit-dispatcher";
 import { createCollectorServer, OPENRTC_COLLECTOR_URL_ENV } from "@openrtc/observer-voicegateway";
 import { EmbeddedBackend, LiveKitBackend, liveKitFromEnv, type CallBackend, type CallTally } from "./backend.ts";
@@ -406,7 +405,7 @@ export function formatSummary(s: DemoSummary): string {
   return lines.join("\n");
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMainModule(import.meta.url)) {
   const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, handleSigint: true });
   process.exit(code);
 }

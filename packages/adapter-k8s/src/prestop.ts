@@ -7,8 +7,7 @@
 // OPENRTC_PRESTOP_URL. node:http rather than fetch: undici gives up on a response after 300 s,
 // and a drain lasts as long as the longest call (the kubelet bounds it by the grace period).
 import { request } from "node:http";
-import { realpathSync } from "node:fs";
-import { pathToFileURL } from "node:url";
+import { isMainModule } from "@openrtc/core";
 
 export interface PreStopResult {
   code: number;
@@ -42,17 +41,7 @@ export function preStop(env: NodeJS.ProcessEnv = process.env): Promise<PreStopRe
   });
 }
 
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(script)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isMainModule(import.meta.url)) {
   const { code, message } = await preStop();
   (code === 0 ? process.stdout : process.stderr).write(`openrtc-prestop: ${message}\n`);
   process.exitCode = code;

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { markerDirPresence, startDispatcher, waitForEvent, type Dispatcher } from "@openrtc/livekit-dispatcher";
-import { startChild, type Child } from "./child.ts";
+import { startChild, type Child } from "../../core/test/child.ts";
 import { writePodInfo } from "../src/testing/kubelet.ts";
 import { TOKEN, until } from "../src/testing/helpers.ts";
 

@@ -2,7 +2,7 @@
 // HTTP, and the real preStop command (src/prestop.ts) run as its own process.
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
-import { startChild, type Child } from "./child.ts";
+import { startChild, type Child } from "../../core/test/child.ts";
 import { writePodInfo } from "../src/testing/kubelet.ts";
 import { TOKEN, until, useTempDir } from "../src/testing/helpers.ts";
 

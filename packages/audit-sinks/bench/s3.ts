@@ -14,6 +14,7 @@ import net from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { isMainModule } from "@openrtc/core";
 import { AuditLog } from "@openrtc/core/audit";
 import { startFauxqs } from "fauxqs";
 import { s3Sink } from "../src/s3/index.ts";
@@ -125,7 +126,7 @@ export async function benchS3(): Promise<BenchRow[]> {
 }
 
 // Run alone: `pnpm exec tsx --conditions=@openrtc/source bench/s3.ts`
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMainModule(import.meta.url)) {
   const { formatTable } = await import("./bench-row.ts");
   console.log(formatTable(await benchS3()));
 }

@@ -1,5 +1,4 @@
-import { pathToFileURL } from "node:url";
-import { realpathSync } from "node:fs";
+import { isMainModule } from "../src/entry-point.ts";
 import { AuditLog } from "../src/audit/log.ts";
 import { verifyAuditLog } from "../src/audit/verify.ts";
 import type { AuditRecord, AuditSink } from "../src/audit/log.ts";
@@ -99,6 +98,6 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+if (isMainModule(import.meta.url)) {
   for (const row of await benchAudit()) console.log(JSON.stringify(row));
 }

@@ -1,6 +1,5 @@
 import { createHmac } from "node:crypto";
-import { realpathSync } from "node:fs";
-import { pathToFileURL } from "node:url";
+import { isMainModule } from "../src/entry-point.ts";
 import { MembershipVerifier, membershipCanonical, signMembership } from "../src/membership.ts";
 import type { MembershipClaim } from "../src/membership.ts";
 import type { BenchRow } from "./types.ts";
@@ -97,6 +96,6 @@ export async function benchMembership(): Promise<BenchRow[]> {
   ];
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+if (isMainModule(import.meta.url)) {
   for (const row of await benchMembership()) console.log(JSON.stringify(row));
 }

@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-import { realpathSync } from "node:fs";
-import { pathToFileURL } from "node:url";
+import { isMainModule } from "./entry-point.ts";
 import { auditCommand } from "./cli-audit.ts";
 import { compareCommand } from "./cli-compare.ts";
 import { manifestCommand } from "./cli-manifest.ts";
@@ -63,18 +62,7 @@ export function processIo(): CliIo {
   };
 }
 
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    // The npm bin is a symlink: compare real paths.
-    return import.meta.url === pathToFileURL(realpathSync(script)).href;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isMainModule(import.meta.url)) {
   // exitCode, not exit(): let stdout drain when piped.
   process.exitCode = await main(process.argv.slice(2), processIo());
 }

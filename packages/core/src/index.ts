@@ -78,3 +78,4 @@ export type {
   SignedManifest,
   SignManifestOptions,
 } from "./manifest.ts";
+export { isMainModule } from "./entry-point.ts";
