@@ -1,5 +1,5 @@
 // What the demo's agent does on each call, with no media: a real `voice.AgentSession` whose
-// providers are doubles (src/providers.ts), driven through a greeting, the caller's words and a
+// providers are doubles (@openrtc/observer-voicegateway/testing), driven through a greeting, the caller's words and a
 // reply. Every metric the observer records comes from the SDK's own events: TTS TTFB and
 // characters from `tts.ChunkedStream` (two requests: greeting, reply), STT audio from
 // `stt.STT.recognize`, LLM TTFT from the session's turn (`session.run`, the SDK's FakeLLM).
@@ -9,7 +9,7 @@
 import { voice } from "@livekit/agents";
 import type { SessionInfo, SessionOutcome } from "@openrtc/core";
 import type { SessionObserver } from "@openrtc/core/livekit";
-import { DemoSTT, DemoTTS, silence } from "./providers.ts";
+import { FakeSTT, FakeTTS, silence } from "@openrtc/observer-voicegateway/testing";
 import type { CallPlan } from "./regression.ts";
 
 export const GREETING = "Thanks for calling. How can I help?";
@@ -25,8 +25,8 @@ export function createSession(plan: CallPlan): voice.AgentSession {
   const reply = REPLIES[plan.reply % REPLIES.length]!;
   const llm = new voice.testing.FakeLLM([{ input: "hello", content: reply, ttft: plan.llmTtftMs, duration: plan.llmTtftMs + 20 }]);
   // Request 0 is the greeting, request 1 the reply: a failing call greets, then loses its reply.
-  const tts = new DemoTTS({ ttfbMs: plan.ttsTtfbMs, ...(plan.fails ? { failRequest: 1 } : {}) });
-  return new voice.AgentSession({ llm, tts, stt: new DemoSTT() });
+  const tts = new FakeTTS({ ttfbMs: plan.ttsTtfbMs, ...(plan.fails ? { failRequest: 1 } : {}) });
+  return new voice.AgentSession({ llm, tts, stt: new FakeSTT() });
 }
 
 async function speak(session: voice.AgentSession, text: string): Promise<void> {

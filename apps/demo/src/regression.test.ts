@@ -119,7 +119,7 @@ describe("the agent's conversation: a real AgentSession with provider doubles, s
     expect(ok!.sttAudioSeconds).toBeCloseTo(1.2, 5);
     expect(ok!.ttsCharacters).toBeGreaterThan(0);
     expect(failed).toMatchObject({ jobId: "job-2", deploymentVersion: V2, status: "failed" });
-    expect(failed!.error).toMatch(/^tts_error: demo: injected TTS provider error/);
+    expect(failed!.error).toMatch(/^tts_error: injected TTS provider error/);
     expect(failed!.errors).toEqual([expect.objectContaining({ recoverable: false, message: expect.stringContaining("503") })]);
     expect(failed!.ttsTtfbMs.length).toBeGreaterThanOrEqual(1); // the greeting got through
     for (const ms of failed!.ttsTtfbMs) expect(ms).toBeGreaterThanOrEqual(265);
