@@ -12,10 +12,10 @@ case "${1:-}" in test|bench|setup) need_prometheus=1 ;; esac
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if [ "$need_prometheus" = 1 ] && { ! command -v promtool >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1 || ! command -v tmux >/dev/null 2>&1; }; then
-  echo "openrtc: installing Debian's prometheus (promtool and a server for the end-to-end tests), systemd and python3 (adapter-systemd tests)" >&2
+if [ "$need_prometheus" = 1 ] && { ! command -v promtool >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 || ! command -v strace >/dev/null 2>&1 || ! command -v tmux >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; }; then
+  echo "openrtc: installing Debian's prometheus (promtool and a server for the end-to-end tests), systemd and python3 (adapter-systemd tests), chromium (the deploy page's browser test)" >&2
   as_root apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus strace systemd python3 tmux >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus strace systemd python3 tmux chromium >&2
   # The package starts a system service where a service manager runs; tests start their own.
 fi
 

@@ -1,7 +1,7 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { listAuditFiles, readAuditFiles, splitLines } from "./audit/files.ts";
-import { describeError } from "./audit/errors.ts";
+import { describeError, describeIoError } from "./audit/errors.ts";
 import { CheckpointKeys } from "./audit/checkpoint.ts";
 import { AuditVerifier } from "./audit/verify.ts";
 import type { AuditVerifyOptions, AuditVerifyResult } from "./audit/verify.ts";
@@ -338,20 +338,5 @@ async function readText(path: string, flag: string): Promise<string> {
     return await readFile(path, "utf8");
   } catch (error) {
     throw new UsageError(`verify: cannot read ${path} (${flag}): ${describeIoError(error)}`);
-  }
-}
-
-function describeIoError(error: unknown): string {
-  const e = error as NodeJS.ErrnoException;
-  switch (e?.code) {
-    case "ENOENT":
-      return "no such file or directory";
-    case "EACCES":
-    case "EPERM":
-      return "permission denied";
-    case "EISDIR":
-      return "is a directory";
-    default:
-      return e instanceof Error ? e.message : String(error);
   }
 }

@@ -32,6 +32,20 @@ export interface ControlServerOptions {
    * itself (`remote_address`, `auth`) is never overridden by them.
    */
   drainFields?: Readonly<Record<string, string | number | boolean>>;
+  /**
+   * Handlers served under a path prefix: the deploy page (`createDeployPage({ path: "/deploy" })`)
+   * answers `GET /deploy` and what lies below it. A mount shows what `GET /sessions` would (the
+   * deploy page lists workers, tenants of stuck calls and audit records), so it is guarded the
+   * same way: public only with `publicReads`, else the drain token or a trusted loopback caller.
+   */
+  mounts?: readonly ControlServerMount[];
+}
+
+/** A handler for every request under `path` (`/deploy`: `/deploy`, `/deploy/...`). */
+export interface ControlServerMount {
+  readonly path: string;
+  /** Answers the request and returns true, or returns false to let the server answer 404. */
+  handle(req: IncomingMessage, res: ServerResponse): boolean;
 }
 
 export interface ControlServer {
@@ -47,6 +61,7 @@ interface Route {
 }
 
 const JSON_TYPE = "application/json; charset=utf-8";
+const EMPTY_BODY = Buffer.alloc(0);
 
 /**
  * The worker's control endpoints (node:http, no framework): health for the platform, metrics
@@ -81,6 +96,10 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
       }
       return handler(req, res, body, decision.how);
     };
+
+  const mounts = [...(options.mounts ?? [])];
+  /** The mount serving `path`, if any. */
+  const mountFor = (path: string): ControlServerMount | undefined => mounts.find((m) => path === m.path || path.startsWith(`${m.path}/`));
 
   const routes: Record<string, Route> = {
     "/livez": {
@@ -168,6 +187,12 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
     },
   };
 
+  for (const m of mounts) {
+    if (typeof m?.path !== "string" || !/^\/[^?#\s]*[^/?#\s]$/.test(m.path)) throw new TypeError(`createControlServer: a mount path must start with / and not end with one, e.g. "/deploy"; got ${JSON.stringify(m?.path)}`);
+    const clash = Object.keys(routes).find((r) => r === m.path || r.startsWith(`${m.path}/`)) ?? mounts.find((o) => o !== m && (o.path === m.path || o.path.startsWith(`${m.path}/`)))?.path;
+    if (clash !== undefined) throw new TypeError(`createControlServer: mount ${m.path} would hide ${clash}`);
+  }
+
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
       pool.logger.error({ err: describeError(error), path: String(req.url).slice(0, 200) }, "control server handler failed");
@@ -181,6 +206,13 @@ export async function createControlServer(pool: AgentPool, options: ControlServe
     // next request opens a fresh one (to whatever answers then) instead of a dying keep-alive.
     if (pool.draining || pool.state === "closed") res.setHeader("Connection", "close");
     const path = pathOf(req.url);
+    const mount = path === undefined ? undefined : mountFor(path);
+    if (mount !== undefined) {
+      discardBody(req);
+      return guarded((rq, rs) => {
+        if (!mount.handle(rq, rs)) sendJson(rs, 404, { error: `no such endpoint: ${String(path).slice(0, 100)}` });
+      }, true)(req, res, EMPTY_BODY);
+    }
     const route = path === undefined ? undefined : routes[path];
     if (route === undefined) {
       discardBody(req);
@@ -259,7 +291,7 @@ interface AuthPolicy {
 type AuthDecision = { ok: true; how: "token" | "loopback" } | { ok: false; status: 401 | 403; message: string };
 
 /** Whether the server's own bind address is loopback (so only this host can reach it at all). */
-function isLoopbackHost(host: string): boolean {
+export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase();
   return h === "localhost" || h === "::1" || h === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h.startsWith("::ffff:127.");
 }
@@ -276,6 +308,11 @@ function isTrustedLoopbackPeer(address: string | undefined): boolean {
 const PROXY_HEADERS = ["forwarded", "via", "x-real-ip", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-envoy-external-address", "x-envoy-attempt-count", "x-forwarded-client-cert"];
 
 const LOOPBACK_HOST_RE = /^(?:localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(?::\d{1,5})?$/i;
+
+/** Whether a `Host` header names this host by a loopback name (a rebound DNS name does not). */
+export function isLoopbackHostHeader(value: string | undefined): boolean {
+  return value !== undefined && LOOPBACK_HOST_RE.test(value);
+}
 const LOOPBACK_ORIGIN_RE = /^https?:\/\/(?:localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(?::\d{1,5})?$/i;
 
 function digest(token: string): Buffer {
@@ -309,7 +346,7 @@ function authorize(req: IncomingMessage, policy: AuthPolicy): AuthDecision {
       return { ok: false, status: 403, message: "a proxied request is not a local caller: present Authorization: Bearer <drain token>" };
     }
     const hostHeader = header(req, "host");
-    if (hostHeader === undefined || !LOOPBACK_HOST_RE.test(hostHeader)) {
+    if (!isLoopbackHostHeader(hostHeader)) {
       return { ok: false, status: 403, message: "a request trusted as local must name a loopback Host (localhost, 127.0.0.1 or [::1])" };
     }
     const origin = header(req, "origin");

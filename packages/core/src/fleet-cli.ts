@@ -4,11 +4,14 @@ import { EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, UsageError } from "./cli-command.ts"
 import type { CliCommand, CliIo } from "./cli-command.ts";
 import { FleetTracker, fleetReportJSON, judgeFleet, renderFleet, type FleetReport } from "./fleet.ts";
 import { directSource, normalizeWorkerUrl, prometheusSource, readWorkersFile, resolveSrvTargets, type FleetSource } from "./fleet-sources.ts";
+import { checkAuditLocation } from "./fleet-page-audit.ts";
+import { isLoopbackHost } from "./control-server.ts";
+import { createDeployPage, listenDeployPage } from "./fleet-page.ts";
 
 /** `fleet wait` gave up: the timeout passed before the deploy was done. */
 export const EXIT_TIMEOUT = 124;
 
-export const FLEET_USAGE = `Usage: openrtc fleet <status|watch|wait> SOURCE [options]
+export const FLEET_USAGE = `Usage: openrtc fleet <status|watch|wait|serve> SOURCE [options]
 
 Is the deploy done? Reads every worker and judges the deploy by three facts: every worker
 reports the new version, the old-version workers drained to zero and exited, no call dropped.
@@ -19,6 +22,11 @@ reports the new version, the old-version workers drained to zero and exited, no 
        --timeout D       give up after D (default 1h)
                          exit 0 done; 1 a call dropped or a drain stuck past its timeout
                          (the reason is printed); 2 usage; 124 timeout
+  serve                  a live deploy page for a browser: the fleet table, live calls per
+                         version over time, the three facts, the audit trail; prints its URL
+       --listen HOST:PORT  where to serve it (default 127.0.0.1:8090; port 0 picks a free one)
+       --audit PATH      the audit log to show and verify: FILE, DIR or s3://BUCKET/PREFIX
+                         (s3:// needs @openrtc/audit-sinks and @aws-sdk/client-s3 installed)
 
 SOURCE (one of; a file and SRV are re-read on every poll):
   --workers URL,...      workers' control servers (http://host:port or host:port)
@@ -63,10 +71,12 @@ export interface FleetRunDeps {
   /** Unix seconds. */
   clock?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** `serve` stops when this settles; default: on SIGINT or SIGTERM. */
+  stop?: Promise<unknown>;
 }
 
 interface Parsed {
-  sub: "status" | "watch" | "wait";
+  sub: "status" | "watch" | "wait" | "serve";
   source: FleetSource;
   target?: string;
   timeoutMs: number;
@@ -75,6 +85,16 @@ interface Parsed {
   goneAfter: number;
   json: boolean;
   perWorker: boolean;
+  listen: { host: string; port: number };
+  audit?: string;
+}
+
+/** `127.0.0.1:8090`, `[::1]:8090`, `0.0.0.0:0` → host and port. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text.trim());
+  const port = Number(m?.[3]);
+  if (m === null || port > 65535) throw new UsageError(`--listen: expected HOST:PORT (e.g. 127.0.0.1:8090, [::1]:8090, 0.0.0.0:8090), got ${JSON.stringify(text)}`);
+  return { host: (m[1] ?? m[2]) as string, port };
 }
 
 function parse(args: string[], io: CliIo): Parsed | "help" {
@@ -99,6 +119,8 @@ function parse(args: string[], io: CliIo): Parsed | "help" {
         job: { type: "string" },
         json: { type: "boolean" },
         "per-worker": { type: "boolean" },
+        listen: { type: "string" },
+        audit: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -108,7 +130,7 @@ function parse(args: string[], io: CliIo): Parsed | "help" {
   const { values, positionals } = parsed;
   if (values.help === true || positionals[0] === "help") return "help";
   const sub = positionals[0];
-  if (sub !== "status" && sub !== "watch" && sub !== "wait") throw new UsageError(`${sub === undefined ? "name a subcommand" : `unknown subcommand "${sub}"`}: status, watch or wait\n\n${FLEET_USAGE}`);
+  if (sub !== "status" && sub !== "watch" && sub !== "wait" && sub !== "serve") throw new UsageError(`${sub === undefined ? "name a subcommand" : `unknown subcommand "${sub}"`}: status, watch, wait or serve\n\n${FLEET_USAGE}`);
   if (positionals.length > 1) throw new UsageError(`unexpected argument: ${positionals[1]}`);
   const given = [values.workers, values["workers-file"], values.srv, values.prometheus].filter((v) => v !== undefined).length;
   if (given !== 1) throw new UsageError(`name exactly one source: --workers, --workers-file, --srv or --prometheus\n\n${FLEET_USAGE}`);
@@ -144,7 +166,15 @@ function parse(args: string[], io: CliIo): Parsed | "help" {
   const timeoutMs = values.timeout === undefined ? 3_600_000 : parseDuration(values.timeout);
   const goneAfter = values["gone-after"] === undefined ? 2 : Number(values["gone-after"]);
   if (!Number.isInteger(goneAfter) || goneAfter < 1) throw new UsageError(`--gone-after must be a whole number ≥ 1, got ${values["gone-after"]}`);
-  if (values.json === true && sub === "watch") throw new UsageError("--json goes with status or wait");
+  if (values.json === true && (sub === "watch" || sub === "serve")) throw new UsageError("--json goes with status or wait");
+  if (sub !== "serve") {
+    for (const flag of ["listen", "audit"] as const) if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with serve`);
+  } else if (values["per-worker"] === true) throw new UsageError("--per-worker goes with status, watch or wait (the page lists every worker)");
+  const listen = values.listen === undefined ? { host: "127.0.0.1", port: 8090 } : parseListen(values.listen);
+  if (values.audit !== undefined) {
+    const problem = checkAuditLocation(values.audit);
+    if (problem !== null) throw new UsageError(`--audit: ${problem}`);
+  }
   return {
     sub,
     source,
@@ -155,6 +185,8 @@ function parse(args: string[], io: CliIo): Parsed | "help" {
     goneAfter,
     json: values.json === true,
     perWorker: values["per-worker"] === true,
+    listen,
+    ...(values.audit === undefined ? {} : { audit: values.audit }),
   };
 }
 
@@ -178,6 +210,7 @@ export async function runFleet(args: string[], io: CliIo, deps: FleetRunDeps = {
   };
   const print = (report: FleetReport) => io.stdout(p.json ? `${JSON.stringify(fleetReportJSON(report))}\n` : renderFleet(report, { perWorker: p.perWorker }));
 
+  if (p.sub === "serve") return serve(p, io, deps.stop);
   if (p.sub === "status") {
     let report: FleetReport;
     try {
@@ -236,8 +269,54 @@ export async function runFleet(args: string[], io: CliIo, deps: FleetRunDeps = {
   }
 }
 
+/** Until a signal: the interrupt is how a person stops it, so both end with exit 0. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(signal);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
+}
+
+async function serve(p: Parsed, io: CliIo, stop: Promise<unknown> | undefined): Promise<number> {
+  const page = createDeployPage({
+    source: p.source,
+    intervalMs: p.intervalMs,
+    goneAfter: p.goneAfter,
+    ...(p.target === undefined ? {} : { target: p.target }),
+    ...(p.drainTimeoutSeconds === undefined ? {} : { drainTimeoutSeconds: p.drainTimeoutSeconds }),
+    ...(p.audit === undefined ? {} : { audit: p.audit }),
+  });
+  let served;
+  try {
+    served = await listenDeployPage(page, p.listen);
+  } catch (error) {
+    page.close();
+    const e = error as NodeJS.ErrnoException;
+    const why = e.code === "EADDRINUSE" ? "the address is in use" : e.code === "EADDRNOTAVAIL" ? "no such local address" : e.code === "EACCES" ? "permission denied" : e.message;
+    throw new UsageError(`serve: cannot listen on ${p.listen.host}:${p.listen.port}: ${why}`);
+  }
+  const stopped = stop ?? untilSignal();
+  io.stdout(`deploy page: ${served.url}/\n`);
+  if (!isLoopbackHost(p.listen.host)) {
+    io.stderr(`openrtc fleet serve: listening beyond loopback: the page has no login, so anyone who can reach ${p.listen.host}:${p.listen.port} sees the fleet, the tenants of stuck calls and the audit trail\n`);
+  }
+  void page.ready.then(() => {
+    const audit = page.state().audit as { error?: string | null } | null;
+    if (audit?.error) io.stderr(`openrtc fleet serve: audit trail: ${audit.error} (the page says so and shows the fleet)\n`);
+  });
+  await stopped;
+  page.close();
+  await served.close();
+  return EXIT_OK;
+}
+
 export const fleetCommand: CliCommand = {
-  summary: "is the deploy done? the fleet per version (status, watch, wait as a CI gate)",
+  summary: "is the deploy done? the fleet per version (status, watch, wait as a CI gate, serve a live page)",
   usage: FLEET_USAGE,
   run: (args, io) => runFleet(args, io),
 };

@@ -41,7 +41,13 @@ export { EXTRA_METRIC_NAMES, METRIC_NAMES, OTHER_EVENT, OTHER_TENANT, PoolMetric
 export type { MetricsOptions } from "./metrics.ts";
 export { SESSION_SPAN_NAME, SessionAttributes } from "./tracing.ts";
 export { createControlServer } from "./control-server.ts";
-export type { ControlServer, ControlServerOptions } from "./control-server.ts";
+export type { ControlServer, ControlServerMount, ControlServerOptions } from "./control-server.ts";
+// The deploy page (`openrtc fleet serve`, or mounted on a control server) and the fleet it reads.
+export { createDeployPage, listenDeployPage } from "./fleet-page.ts";
+export type { DeployPage, DeployPageOptions, LiveCallsSample, ServedDeployPage } from "./fleet-page.ts";
+export { directSource, prometheusSource, readWorkersFile, resolveSrvTargets } from "./fleet-sources.ts";
+export type { DirectSourceOptions, FleetSource, PrometheusSourceOptions } from "./fleet-sources.ts";
+export type { WorkerReading } from "./fleet.ts";
 export { attachProcessLifecycle, FORCED_EXIT_CODE } from "./lifecycle.ts";
 export type { ProcessLifecycle, ProcessLifecycleOptions } from "./lifecycle.ts";
 export { silentLogger, stderrLogger } from "./logger.ts";

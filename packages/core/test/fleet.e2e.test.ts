@@ -8,55 +8,25 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { main } from "../src/cli.ts";
-import { createControlServer, type ControlServer } from "../src/control-server.ts";
 import { FleetTracker, fleetReportJSON, judgeFleet, renderFleet } from "../src/fleet.ts";
 import { EXIT_TIMEOUT, parseDuration, runFleet } from "../src/fleet-cli.ts";
 import { directSource } from "../src/fleet-sources.ts";
-import { silentLogger } from "../src/logger.ts";
-import { AgentPool, type Session } from "../src/pool.ts";
 import { SOURCE_EXEC_ARGV } from "./child.ts";
+import { polled, startWorker, stopWorkers, type RealWorker } from "./fleet-workers.ts";
 
-interface Worker {
-  pool: AgentPool;
-  server: ControlServer;
-  url: string;
-  calls: Session[];
-  /** Stops answering (the process is gone); the pool is left as it was. */
-  vanish(): Promise<void>;
-  /** Drained: close the pool and the server, as the lifecycle does on exit. */
-  exit(): Promise<void>;
-}
+type Worker = RealWorker;
 
 const started: Worker[] = [];
 let clockNow = 1_000_000;
 const clock = () => clockNow;
 
 async function worker(version: string, id: string, calls: number, options: { drainTimeoutMs?: number; drainToken?: string } = {}): Promise<Worker> {
-  const pool = new AgentPool({ deploymentVersion: version, workerId: id, logger: silentLogger, clock, ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }) });
-  const server = await createControlServer(pool, options.drainToken === undefined ? {} : { drainToken: options.drainToken, trustLoopback: false });
-  pool.markReady();
-  const w: Worker = {
-    pool,
-    server,
-    url: server.url,
-    calls: [],
-    vanish: () => server.close(),
-    exit: async () => {
-      await pool.close();
-      await server.close();
-    },
-  };
-  for (let i = 0; i < calls; i++) w.calls.push(pool.startSession({ jobId: `${id}-job-${i}`, agentName: "support", metadata: { tenant: i % 2 === 0 ? "acme" : "globex" } }));
+  const w = await startWorker(version, id, calls, { clock, ...options });
   started.push(w);
   return w;
 }
 
-afterEach(async () => {
-  for (const w of started.splice(0)) {
-    await w.server.close().catch(() => undefined);
-    await w.pool.close({ dropLiveSessions: true }).catch(() => undefined);
-  }
-});
+afterEach(() => stopWorkers(started));
 
 function capture(env: Record<string, string> = {}) {
   const out = { stdout: "", stderr: "" };
@@ -80,23 +50,6 @@ async function fleet(args: string[], env: Record<string, string> = {}) {
     },
   });
   return { code, ...out };
-}
-
-/**
- * Resolves once `w` has served `n` more GET /snapshot requests: with n = 2, the poll that read the
- * state as it is now has been folded in (the next poll has begun).
- */
-function polled(w: Worker, n = 2): Promise<void> {
-  return new Promise((resolve) => {
-    let seen = 0;
-    const onRequest = (req: { url?: string }) => {
-      if (req.url === "/snapshot" && ++seen >= n) {
-        w.server.server.off("request", onRequest);
-        resolve();
-      }
-    };
-    w.server.server.on("request", onRequest);
-  });
 }
 
 const list = (...ws: Worker[]) => ws.map((w) => w.url).join(",");
@@ -342,12 +295,7 @@ describe("openrtc fleet wait as a real process", () => {
         resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr }),
       );
     });
-  afterAll(async () => {
-    for (const w of started.splice(0)) {
-      await w.server.close().catch(() => undefined);
-      await w.pool.close({ dropLiveSessions: true }).catch(() => undefined);
-    }
-  });
+  afterAll(() => stopWorkers(started));
 
   it("exits 0 once the old version drained and exited, 124 while it has not", async () => {
     const v1 = await worker("v1.0.0", "v1-child", 1);

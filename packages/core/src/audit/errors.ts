@@ -17,6 +17,22 @@ export function describeError(error: unknown): string {
   }
 }
 
+/** A file error in words a reader of the message needs (`no such file or directory`), else its message. */
+export function describeIoError(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  switch (e?.code) {
+    case "ENOENT":
+      return "no such file or directory";
+    case "EACCES":
+    case "EPERM":
+      return "permission denied";
+    case "EISDIR":
+      return "is a directory";
+    default:
+      return e instanceof Error ? e.message : String(error);
+  }
+}
+
 /** A sink's write did not settle within `writeTimeoutMs`. */
 export class AuditSinkTimeoutError extends Error {
   override name = "AuditSinkTimeoutError";
