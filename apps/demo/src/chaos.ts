@@ -92,7 +92,7 @@ export interface ChaosOptions {
   seed: number;
   /** Pause between two faults, ms (seeded, uniform). Default 3000–8000. */
   faultGapMs?: [number, number];
-  /** Pause between two calls, ms (seeded, uniform). Default 1500–2300. */
+  /** Pause between two calls, ms (seeded, uniform). Default 2200–3000. */
   gapMs?: [number, number];
 }
 
@@ -110,9 +110,11 @@ export async function runChaos(options: ChaosOptions, io: DemoIo): Promise<Chaos
     io,
     {
       // Longer calls than the demo's: more of them in flight at every drain and every fault. Paced
-      // at about one call every 2 s: each call starts a job process (about 1.7 s of CPU), and a
-      // 2-core machine saturated by starts makes callers give up before the agent answers.
-      schedule: buildSchedule({ calls: options.calls, seed: options.seed, minDurationMs: 2000, maxDurationMs: 10_000, minGapMs: options.gapMs?.[0] ?? 1500, maxGapMs: options.gapMs?.[1] ?? 2300 }),
+      // at about one call every 2.6 s: each call starts a job process (about 1.7 s of CPU), and
+      // once a 2-core machine is saturated by starts, the SDK's queue of accepted calls waiting
+      // for a process grows without bound (measured at one call every 1.9 s with other work on
+      // the machine: dispatch → entry went from 0.2 s to 50 s within two minutes).
+      schedule: buildSchedule({ calls: options.calls, seed: options.seed, minDurationMs: 2000, maxDurationMs: 10_000, minGapMs: options.gapMs?.[0] ?? 2200, maxGapMs: options.gapMs?.[1] ?? 3000 }),
       // Retire the old version by SIGTERM first (the manifest follows), so the signal can land
       // while a job is being assigned to it.
       signalBeforeSwitch: true,
