@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { BenchRow } from "./types.ts";
 
-const SECTIONS = ["membership", "sessions", "metrics", "audit", "fleet"] as const;
+const SECTIONS = ["membership", "sessions", "metrics", "audit", "fleet", "fleet-prometheus"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export async function runSection(section: Section): Promise<BenchRow[]> {
@@ -20,6 +20,8 @@ export async function runSection(section: Section): Promise<BenchRow[]> {
       return (await import("./audit.ts")).benchAudit();
     case "fleet":
       return (await import("./fleet.ts")).benchFleet();
+    case "fleet-prometheus":
+      return (await import("./fleet-prometheus.ts")).benchFleetPrometheus();
   }
 }
 

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createControlServer, type ControlServer } from "../src/control-server.ts";
 import { runFleet } from "../src/fleet-cli.ts";
-import { fleetQueries } from "../src/fleet-sources.ts";
+import { fleetFallbackQueries, fleetQueries, prometheusSource } from "../src/fleet-sources.ts";
 import { silentLogger } from "../src/logger.ts";
 import { AgentPool, type Session } from "../src/pool.ts";
 import { RULES_FILE, freePort, startPrometheus, type PrometheusServer } from "./prometheus.ts";
@@ -89,7 +89,7 @@ describe("openrtc fleet --prometheus with the shipped rules", () => {
 
   it("every query it sends is valid PromQL that Prometheus answers", { timeout: 60_000 }, async () => {
     await prom().waitFor("openrtc:worker_active_sessions", (s) => s.length === 3, { timeoutMs: 45_000 });
-    for (const expr of Object.values(fleetQueries("5m"))) await expect(prom().query(expr)).resolves.toBeInstanceOf(Array);
+    for (const expr of Object.values({ ...fleetQueries("5m"), ...fleetFallbackQueries() })) await expect(prom().query(expr)).resolves.toBeInstanceOf(Array);
   });
 
   it("both versions serving: in progress, per-version workers and calls", async () => {
@@ -178,5 +178,30 @@ describe("openrtc fleet --prometheus through a rollback (v2 → v1), with a targ
     expect(r).toMatchObject({ target: "v1", facts: { all_on_target: true, old_drained_and_exited: true, no_call_dropped: true } });
     expect(row(r, "v2")).toMatchObject({ workers: 1, exited: 1, live_calls: 0, dropped_calls: 0 });
     expect(row(r, "v1")).toMatchObject({ workers: 2, serving: 2, live_calls: 1 });
+  });
+});
+
+describe("openrtc fleet --prometheus without the recording rules loaded", () => {
+  let bare: PrometheusServer | undefined;
+  let w: Worker;
+
+  beforeAll(async () => {
+    w = await startWorker("v1", "n-v1", 2);
+    bare = await startPrometheus({ targets: [w.instance], scrapeInterval: "1s", evaluationInterval: "1s" });
+    promUrl = bare.url;
+    await bare.waitFor("openrtc_worker_info", (x) => x.length === 1, { timeoutMs: 45_000 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await bare?.stop();
+    await w.server.close().catch(() => undefined);
+    await w.pool.close({ dropLiveSessions: true }).catch(() => undefined);
+  });
+
+  it("live calls come from the raw series (the fallback round)", async () => {
+    const r = await statusUntil((x) => row(x, "v1")?.live_calls === 2);
+    expect(row(r, "v1")).toMatchObject({ workers: 1, serving: 1, live_calls: 2 });
+    const readings = await prometheusSource({ url: promUrl, window: "5m", sessions: false }).read();
+    expect(readings).toEqual([expect.objectContaining({ kind: "present", workerId: "n-v1", activeSessions: 2 })]);
   });
 });

@@ -167,6 +167,13 @@ export interface StartPrometheusOptions {
   jobName?: string;
   scrapeInterval?: string;
   evaluationInterval?: string;
+  /** Default: the scrape interval. */
+  scrapeTimeout?: string;
+  /**
+   * `honor_labels: true`: labels the target exposes (e.g. `instance`) win over the target labels,
+   * so one endpoint can stand in for many workers (the fleet bench's synthetic exporters).
+   */
+  honorLabels?: boolean;
   readyTimeoutMs?: number;
 }
 
@@ -216,12 +223,13 @@ function configYaml(options: StartPrometheusOptions): string {
   return [
     "global:",
     `  scrape_interval: ${options.scrapeInterval ?? "1s"}`,
-    `  scrape_timeout: ${options.scrapeInterval ?? "1s"}`,
+    `  scrape_timeout: ${options.scrapeTimeout ?? options.scrapeInterval ?? "1s"}`,
     `  evaluation_interval: ${options.evaluationInterval ?? "1s"}`,
     rules === "" ? "rule_files: []" : `rule_files:\n${rules}`,
     "scrape_configs:",
     `  - job_name: ${JSON.stringify(options.jobName ?? "openrtc")}`,
     "    metrics_path: /metrics",
+    ...(options.honorLabels === true ? ["    honor_labels: true"] : []),
     `    static_configs:\n      - targets: [${targets}]`,
     "",
   ].join("\n");
