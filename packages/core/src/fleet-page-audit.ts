@@ -144,9 +144,12 @@ interface S3Lines {
 }
 
 let s3Module: Promise<S3Lines> | undefined;
+// A variable, not a literal: a bundler (esbuild, vite) resolves a literal `import()` at build
+// time, and this optional peer is usually not installed.
+const S3_SINKS_MODULE: string = "@openrtc/audit-sinks/s3";
 
 async function readS3(url: string, keep: number, readAt: number): Promise<AuditTrail> {
-  s3Module ??= import("@openrtc/audit-sinks/s3" as string).then((m) => m as S3Lines);
+  s3Module ??= import(S3_SINKS_MODULE).then((m) => m as S3Lines);
   let s3: S3Lines;
   try {
     s3 = await s3Module;
