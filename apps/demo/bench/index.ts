@@ -9,7 +9,13 @@
 //   worker RSS                        the same two, idle after their jobs
 //
 // Both worker kinds run under the same node flags (tsx loader), so the comparison isolates what
-// OpenRTC adds. Knobs: BENCH_DRAIN_REPS (default 36), BENCH_ENTRY_REPS (default 20 per kind).
+// OpenRTC adds. Knobs: BENCH_DRAIN_REPS (default 36), BENCH_ENTRY_REPS (default 20 per kind),
+// BENCH_PROBE=0 (no job offered in the signal's tick: SIGTERM alone), BENCH_SETTLE_MS (default
+// 3000: the pause before each signal). Right after a batch's calls start, every worker forks a
+// replacement warm job process (seconds of CPU each); signalled then, a worker's handler waits for
+// a core, and the figure measures that contention (2026-12-01: SIGTERM → WS_FULL p50 124 ms with
+// no pause and no probe, 7 ms after 4 s). With the probe, the offer usually beats the signal and
+// the SDK launching that job holds the worker's event loop before the signal handler runs.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
@@ -23,6 +29,8 @@ import { Fleet, workerExecArgv, type WorkerProcess } from "../src/fleet.ts";
 const DRAIN_REPS = Number(process.env.BENCH_DRAIN_REPS ?? 36);
 const ENTRY_REPS = Number(process.env.BENCH_ENTRY_REPS ?? 20);
 const BATCH = 6;
+const PROBE = process.env.BENCH_PROBE !== "0";
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 3000);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -152,15 +160,15 @@ async function drainBench(): Promise<DrainSample[]> {
     await until("every call's entry", () => placed.every((p) => existsSync(join(markers, `${p.id}.started`))));
     await sleep(300);
     for (const { w, agent } of workers) {
+      await sleep(SETTLE_MS);
       const stop = { done: false };
       const readyz = first503(w.controlUrl!, stop);
       await sleep(20); // the poller is running
       const t0 = performance.now();
       w.signal("SIGTERM");
-      const probe = dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: 100 }) });
-      const probeRecord = await probe.placed;
+      const probeRecord = PROBE ? await dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: 100 }) }).placed : undefined;
       const t503 = await readyz;
-      await until("the dispatcher to see the worker refuse jobs", () => refusals.has(w.info!.workerId), 10_000).catch(() => undefined);
+      if (PROBE) await until("the dispatcher to see the worker refuse jobs", () => refusals.has(w.info!.workerId), 10_000).catch(() => undefined);
       const refusedAt = refusals.get(w.info!.workerId);
       await until("the worker's WS_FULL", () => fulls.has(w.info!.workerId), 10_000).catch(() => undefined);
       const fullAt = fulls.get(w.info!.workerId);
@@ -169,7 +177,7 @@ async function drainBench(): Promise<DrainSample[]> {
         toRejectMs: refusedAt === undefined ? undefined : refusedAt - t0,
         toReadyz503Ms: t503 - t0,
         hangupToExitMs: Number.NaN,
-        probeAccepted: probeRecord.workerId !== undefined,
+        probeAccepted: probeRecord?.workerId !== undefined,
       });
       stop.done = true;
       (w as WorkerProcess & { sample?: DrainSample }).sample = samples[samples.length - 1];
@@ -305,7 +313,7 @@ async function run(): Promise<void> {
     `\nhang-up → exit, p50 of each step (wall clock, ${splits.length} drains): hang-up → pool drained ${part(0)} ms, → worker.exited written (pool closed, audit flushed) ${part(1)} ms, → process exit seen (AgentServer.close, teardown) ${part(2)} ms\n`,
   );
   process.stdout.write(
-    `entry ratio p50 ${p50Ratio.toFixed(3)}, p99 ${p99Ratio.toFixed(3)}. "Refuses jobs" = the dispatcher receives the worker's WS_FULL or an "unavailable" answer; a probe job offered in the signal's tick was accepted ${accepted}/${drains.length} times (the offer beat the signal; that call then drained normally). p99 of ${readyz.length} samples is close to their max.\n`,
+    `entry ratio p50 ${p50Ratio.toFixed(3)}, p99 ${p99Ratio.toFixed(3)}. "Refuses jobs" = the dispatcher receives the worker's WS_FULL or an "unavailable" answer; ${PROBE ? `a probe job offered in the signal's tick was accepted ${accepted}/${drains.length} times (the offer beat the signal; that call then drained normally)` : "no probe job (BENCH_PROBE=0): SIGTERM alone"}. p99 of ${readyz.length} samples is close to their max.\n`,
   );
 }
 
