@@ -2,6 +2,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import type { AuditChainHead } from "@openrtc/core/audit";
 import { S3SinkError } from "./errors.ts";
 import { parseAuditObjectKey } from "./key.ts";
+import { listObjectPages } from "./list.ts";
 
 type ClientS3Module = typeof import("@aws-sdk/client-s3");
 
@@ -54,51 +55,21 @@ export async function findS3ChainHead(options: FindChainHeadOptions): Promise<Au
 /** The sub-"folders" of `parent` whose last level matches `level`, newest (lexically highest) first. */
 async function childPrefixes(options: FindChainHeadOptions, parent: string, level: RegExp): Promise<string[]> {
   const found: string[] = [];
-  let continuationToken: string | undefined;
-  do {
-    const page = await options.client.send(
-      new options.sdk.ListObjectsV2Command({
-        Bucket: options.bucket,
-        Prefix: parent,
-        Delimiter: "/",
-        MaxKeys: options.pageSize,
-        ...(continuationToken !== undefined && { ContinuationToken: continuationToken }),
-      }),
-      request(options),
-    );
+  const input = { Bucket: options.bucket, Prefix: parent, Delimiter: "/", MaxKeys: options.pageSize };
+  for await (const page of listObjectPages(options.sdk, options.client, input, () => request(options))) {
     for (const common of page.CommonPrefixes ?? []) {
       const child = common.Prefix;
       if (child !== undefined && child.startsWith(parent) && level.test(child.slice(parent.length))) found.push(child);
     }
-    continuationToken = nextToken(page, parent);
-  } while (continuationToken !== undefined);
+  }
   return found.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
 }
 
 async function* listKeys(options: FindChainHeadOptions, under: string): AsyncGenerator<string> {
-  let continuationToken: string | undefined;
-  do {
-    const page = await options.client.send(
-      new options.sdk.ListObjectsV2Command({
-        Bucket: options.bucket,
-        Prefix: under,
-        MaxKeys: options.pageSize,
-        ...(continuationToken !== undefined && { ContinuationToken: continuationToken }),
-      }),
-      request(options),
-    );
+  const input = { Bucket: options.bucket, Prefix: under, MaxKeys: options.pageSize };
+  for await (const page of listObjectPages(options.sdk, options.client, input, () => request(options))) {
     for (const object of page.Contents ?? []) if (object.Key !== undefined) yield object.Key;
-    continuationToken = nextToken(page, under);
-  } while (continuationToken !== undefined);
-}
-
-function nextToken(page: { IsTruncated?: boolean; NextContinuationToken?: string }, listing: string): string | undefined {
-  if (!page.IsTruncated) return undefined;
-  if (page.NextContinuationToken === undefined || page.NextContinuationToken === "") {
-    // Stopping here would silently miss the rest of the listing.
-    throw new S3SinkError(`ListObjectsV2 of ${listing} was truncated without a continuation token`);
   }
-  return page.NextContinuationToken;
 }
 
 async function lastLine(options: FindChainHeadOptions, key: string, seqEnd: number): Promise<AuditChainHead> {

@@ -1,6 +1,7 @@
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
 import { normalizePrefix, parseAuditObjectKey } from "./key.ts";
 import { loadClientS3 } from "./peer.ts";
+import { listObjectPages } from "./list.ts";
 
 export interface S3AuditLinesOptions {
   bucket: string;
@@ -56,25 +57,15 @@ export async function* s3AuditLineEntries(options: S3AuditLinesOptions): AsyncGe
     // All keys first, then sorted: S3 lists in UTF-8 binary order, but not every S3-compatible
     // store does, and the order is what puts each origin's records in seq order.
     const keys: string[] = [];
-    let continuationToken: string | undefined;
-    do {
-      const page = await client.send(
-        new sdk.ListObjectsV2Command({
-          Bucket: options.bucket,
-          Prefix: prefix,
-          ...(options.pageSize !== undefined && { MaxKeys: options.pageSize }),
-          ...(continuationToken !== undefined && { ContinuationToken: continuationToken }),
-        }),
-        signal(),
-      );
+    const input = { Bucket: options.bucket, Prefix: prefix, ...(options.pageSize !== undefined && { MaxKeys: options.pageSize }) };
+    for await (const page of listObjectPages(sdk, client, input, signal)) {
       for (const object of page.Contents ?? []) {
         const key = object.Key;
         if (key === undefined) continue;
         const parsed = parseAuditObjectKey(prefix, key);
         if (parsed !== undefined && (options.origin === undefined || parsed.origin === options.origin)) keys.push(key);
       }
-      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (continuationToken !== undefined);
+    }
     keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const key of keys) {
       const object = await client.send(new sdk.GetObjectCommand({ Bucket: options.bucket, Key: key }), signal());
