@@ -33,7 +33,8 @@ case "$job" in
   test)  exec "${PNPM[@]}" exec turbo run typecheck test --concurrency=1 --output-logs=new-only "$@" ;;
   demo)  exec "${PNPM[@]}" --filter @openrtc/demo run start "$@" ;;
   chaos) exec "${PNPM[@]}" --filter @openrtc/demo run chaos "$@" ;;
+  fuzz)  exec "${PNPM[@]}" --filter @openrtc/core run fuzz "$@" ;;
   bench) exec "${PNPM[@]}" -r --workspace-concurrency=1 --if-present run bench "$@" ;;
   setup) ;;
-  *) echo "usage: scripts/dev.sh test|demo|chaos|bench|setup [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/dev.sh test|demo|chaos|fuzz|bench|setup [args]" >&2; exit 2 ;;
 esac
