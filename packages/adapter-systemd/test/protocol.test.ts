@@ -67,6 +67,11 @@ describe.each([
     await r.waitForCount("EXTEND_TIMEOUT_USEC", 4);
     for (const d of r.with("EXTEND_TIMEOUT_USEC")) expect(d.fields.get("EXTEND_TIMEOUT_USEC")).toBe("300000");
     await w.command("end call-1", "ENDED call-1");
+    // Pacing: each extension reached the socket before the previous one ran out (receipt times,
+    // CLOCK_MONOTONIC), i.e. systemd's stop timeout never lapsed while a call was live.
+    const paced = r.with("EXTEND_TIMEOUT_USEC").map((d) => ({ ms: d.ms, askMs: Number(d.fields.get("EXTEND_TIMEOUT_USEC")) / 1000 }));
+    expect(paced.length).toBeGreaterThanOrEqual(4);
+    for (let i = 1; i < paced.length; i++) expect(paced[i]!.ms, `extension ${i} after the previous ran out`).toBeLessThan(paced[i - 1]!.ms + paced[i - 1]!.askMs);
     await r.waitFor("STATUS", /^v1\.0\.0 draining, 1 live call left, oldest \d+s$/, first);
     await w.command("end call-2", "ENDED call-2");
     expect(await w.exited).toEqual({ code: 0, signal: null });
