@@ -301,10 +301,12 @@ describe("close()", () => {
     const { k } = await attach(pool, { podInfoDir: dir, manifestFile: path.join(mdir, "manifest.json"), manifestSecrets: [SECRET] });
     expect(counts()).not.toEqual(before);
     const stateListeners = pool.listenerCount("state");
+    expect(pool.listenerCount("drainStuck")).toBe(1);
     await k.close();
     await k.close();
     expect(counts()).toEqual(before);
     expect(pool.listenerCount("state")).toBe(stateListeners);
+    expect(pool.listenerCount("drainStuck")).toBe(0);
     await expect(fetch(`${k.url}/livez`)).rejects.toThrow();
     // The watchers are gone too: a drain annotation written now changes nothing.
     writePodInfo(dir, { name: "p", namespace: "n", annotations: { "openrtc.io/drain": "true" } });

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { attachProcessLifecycle, createControlServer, fileManifest, type AgentPool, type ControlServer } from "@openrtc/core";
+import { attachProcessLifecycle, createControlServer, fileManifest, type AgentPool, type ControlServer, type LiveSessionView } from "@openrtc/core";
 import { watchDirectory, type DirectoryWatch } from "./file-watch.ts";
 import { membershipOf } from "./membership.ts";
 import { DRAIN_ANNOTATION, parseDownwardApiFile, readPodInfo, resolvePodInfoDir, VERSION_LABEL } from "./podinfo.ts";
@@ -11,6 +11,8 @@ export const DEFAULT_PORT = 8081;
 const ANNOTATION_POLL_MS = 1000;
 /** How often the mounted manifest is re-read when no file event arrives. */
 const MANIFEST_POLL_MS = 2000;
+/** Stuck calls named one by one in the drain-timeout log line (the audit record has up to 50). */
+const STUCK_LOG_SESSIONS = 20;
 
 export interface KubernetesOptions {
   /** Default `0.0.0.0` (the kubelet probes the pod IP). */
@@ -125,6 +127,24 @@ export async function attachKubernetes(pool: AgentPool, options: KubernetesOptio
   };
   process.on("uncaughtExceptionMonitor", onUncaught);
 
+  // A drain past drainTimeoutMs: the core records it (snapshot drain_stuck, openrtc_drain_stuck,
+  // deployment.drain_stuck); this line names the pod and each stuck call's age. Nothing is killed:
+  // terminationGracePeriodSeconds is the only hard limit.
+  const onDrainStuck = (live: LiveSessionView[]) => {
+    pool.logger.warn(
+      {
+        ...podFields,
+        active_sessions: live.length,
+        stuck_sessions: live.slice(0, STUCK_LOG_SESSIONS).map((s) => ({ job_id: s.job_id, tenant: s.tenant, age_seconds: s.age_seconds })),
+      },
+      `drain outlived drainTimeoutMs with ${live.length} live call(s) (ages ${live
+        .slice(0, STUCK_LOG_SESSIONS)
+        .map((s) => `${Math.floor(s.age_seconds)}s`)
+        .join(", ")}${live.length > STUCK_LOG_SESSIONS ? ", ..." : ""}); not killed: Kubernetes' terminationGracePeriodSeconds is the only hard limit`,
+    );
+  };
+  pool.on("drainStuck", onDrainStuck);
+
   // The drain annotation: the kubelet rewrites the annotations file when it changes.
   let annotationWatch: DirectoryWatch | undefined;
   let lastAnnotations: string | undefined;
@@ -168,6 +188,7 @@ export async function attachKubernetes(pool: AgentPool, options: KubernetesOptio
     stopped ??= (async () => {
       annotationWatch?.close();
       process.off("uncaughtExceptionMonitor", onUncaught);
+      pool.off("drainStuck", onDrainStuck);
       disconnectManifest?.();
       await server.close();
     })();

@@ -1,10 +1,12 @@
 // A real worker process (test/fixtures/k8s-worker.ts) with attachKubernetes, real signals, real
 // HTTP, and the real preStop command (src/prestop.ts) run as its own process.
+import { Agent, request } from "node:http";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
 import { startChild, type Child } from "../../core/test/child.ts";
-import { writePodInfo } from "../src/testing/kubelet.ts";
-import { TOKEN, until, useTempDir } from "../src/testing/helpers.ts";
+import { writePodInfo, writeProjectedVolume } from "../src/testing/kubelet.ts";
+import { manifestJson, SECRET, TOKEN, until, useTempDir } from "../src/testing/helpers.ts";
 
 const fixture = fileURLToPath(new URL("./fixtures/k8s-worker.ts", import.meta.url));
 const prestop = fileURLToPath(new URL("../src/prestop.ts", import.meta.url));
@@ -37,6 +39,18 @@ async function startWorker(env: Record<string, string> = {}): Promise<Worker> {
 }
 
 const status = async (url: string) => (await fetch(url)).status;
+
+/** GET on a kept-alive socket (as the kubelet probes), so a reading is one round trip, no connect. */
+function probe(agent: Agent, url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
 const snapshot = async (w: Worker) => (await (await fetch(`${w.url}/snapshot`)).json()) as Record<string, unknown>;
 
 describe("a real worker process on SIGTERM", () => {
@@ -66,6 +80,72 @@ describe("a real worker process on SIGTERM", () => {
     // The kubelet's SIGTERM is recorded as Kubernetes retiring the pod, with the pod's identity.
     expect(w.audit()[0]).toMatchObject({ actor: "kubernetes", signal: "SIGTERM", active_sessions: 2 });
     expect(w.audit()[0]).toMatchObject({ pod_name: "worker-v1-7c9", pod_namespace: "voice" });
+  });
+
+  test("readiness is 503 within 10 ms of SIGTERM while liveness stays 200", async () => {
+    const w = await startWorker();
+    w.send("start held");
+    await w.waitFor("STARTED held");
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 20; i++) expect(await probe(agent, `${w.url}/readyz`)).toBe(200); // warm: JIT, socket
+      const t0 = performance.now();
+      w.child.kill("SIGTERM");
+      let elapsed: number | undefined;
+      while (elapsed === undefined && performance.now() - t0 < 5000) {
+        if ((await probe(agent, `${w.url}/readyz`)) === 503) elapsed = performance.now() - t0;
+      }
+      console.log(`SIGTERM → first /readyz 503: ${elapsed?.toFixed(2)} ms`);
+      expect(elapsed, "SIGTERM → first /readyz 503 (ms)").toBeLessThanOrEqual(10);
+      expect(await status(`${w.url}/livez`)).toBe(200);
+    } finally {
+      agent.destroy();
+    }
+    w.send("end held");
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+  });
+
+  test("the mounted manifest ConfigMap, swapped by the kubelet (..data flip): leaving it fails readiness (membership) and refuses jobs; back in, ready again", async () => {
+    const dir = tempDir();
+    writeProjectedVolume(dir, { "manifest.json": manifestJson(1, ["v1.0.0", "v2.0.0"]) });
+    const w = await startWorker({ FIXTURE_MANIFEST: path.join(dir, "manifest.json"), OPENRTC_MANIFEST_SECRETS: `old-secret-0123456789abcdef,${SECRET}` });
+    expect(await status(`${w.url}/readyz`)).toBe(200);
+    w.send("start live");
+    await w.waitFor("STARTED live");
+    writeProjectedVolume(dir, { "manifest.json": manifestJson(2, ["v2.0.0"]) });
+    await until(async () => (await status(`${w.url}/readyz`)) === 503, "readyz 503 after the ConfigMap swap");
+    expect(await (await fetch(`${w.url}/readyz`)).json()).toMatchObject({ reject_reason: "membership" });
+    expect(await status(`${w.url}/livez`)).toBe(200);
+    w.send("start late");
+    expect(await w.waitFor("REJECTED late")).toMatch(/not in the active manifest/);
+    expect(await until(() => w.audit().find((r) => r.event === "worker.rejected"), "worker.rejected")).toMatchObject({ reason: "membership" });
+    writeProjectedVolume(dir, { "manifest.json": manifestJson(3, ["v1.0.0"]) });
+    await until(async () => (await status(`${w.url}/readyz`)) === 200, "readyz 200 once v1 is back in the manifest");
+    w.send("end live");
+    await w.waitFor("ENDED live");
+    w.child.kill("SIGTERM");
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+  });
+
+  test("a drain past drainTimeout is reported (snapshot, metric, audit, a log line with the stuck calls' ages) and nothing is killed", async () => {
+    const w = await startWorker({ FIXTURE_DRAIN_TIMEOUT_MS: "300", POD_NAME: "worker-v1-stuck", POD_NAMESPACE: "voice" });
+    w.send("start long-call");
+    await w.waitFor("STARTED long-call");
+    w.child.kill("SIGTERM");
+    await until(async () => (await snapshot(w)).drain_stuck === true, "snapshot drain_stuck");
+    expect(await (await fetch(`${w.url}/metrics`)).text()).toMatch(/^openrtc_drain_stuck(\{[^}]*\})? 1$/m);
+    const stuck = await until(() => w.audit().find((r) => r.event === "deployment.drain_stuck"), "deployment.drain_stuck");
+    expect(stuck).toMatchObject({ active_sessions: 1, sessions: [expect.objectContaining({ job_id: "long-call", age_seconds: expect.any(Number) })] });
+    await until(() => /drain outlived drainTimeoutMs with 1 live call\(s\) \(ages \d+s\)/.test(w.stderr()), "the drain-timeout log line");
+    expect(w.stderr()).toContain("worker-v1-stuck");
+    // Never force-killed by us: well past the timeout the call is still live and the pod still answers.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(w.child.exitCode).toBeNull();
+    expect(await snapshot(w)).toMatchObject({ active_sessions: 1, draining: true });
+    expect(await status(`${w.url}/livez`)).toBe(200);
+    w.send("end long-call");
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    expect(w.audit().find((r) => r.event === "worker.exited")).toMatchObject({ dropped_sessions: 0 });
   });
 
   test("preStop: openrtc-prestop blocks until drained (actor kubernetes, pod name and namespace); the SIGTERM after it finds nothing live", async () => {
