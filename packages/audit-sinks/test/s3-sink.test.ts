@@ -1,6 +1,8 @@
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { AuditRecord } from "@openrtc/core/audit";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { importClientS3 } from "../src/s3/peer.ts";
@@ -270,6 +272,46 @@ describe("s3Sink requests", () => {
     expect(puts).toHaveLength(6);
     for (const put of puts) expect(put.headers["if-none-match"]).toBe("*");
     expect(await collectLines(s3.port, "audit/prod")).toHaveLength(10);
+  });
+
+  it("a 412 to the conditional put (another writer took the key between the check and the put) is a collision: kept, reported, never overwritten", async () => {
+    const s3 = await server();
+    const direct = s3Client(s3.port);
+    let raced = 0;
+    // Stands in front of S3 and, on the first conditional PUT, lets a rival writer store other
+    // bytes under that key first, then answers as S3 does when If-None-Match: * fails.
+    const front = http.createServer((req, res) => {
+      if (req.method === "PUT" && req.headers["if-none-match"] === "*" && raced === 0) {
+        raced++;
+        req.resume();
+        const key = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname.split("/").slice(2).join("/"));
+        void direct.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: "rival\n" })).then(() => {
+          res.writeHead(412, { "content-type": "application/xml" });
+          res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
+        });
+        return;
+      }
+      const upstream = http.request({ host: "127.0.0.1", port: s3.port, method: req.method, path: req.url, headers: req.headers }, (response) => {
+        res.writeHead(response.statusCode ?? 502, response.headers);
+        response.pipe(res);
+      });
+      upstream.on("error", () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      front.closeAllConnections();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+    });
+    const out = await sink((front.address() as AddressInfo).port);
+    await out.write(fakeRecords(1, 3));
+    await out.flush();
+    expect(raced).toBe(1);
+    expect(out.stats()).toMatchObject({ collisions: 1, lastError: expect.stringContaining("collision") });
+    expect(await collectLines(s3.port, "audit/prod")).toEqual(["rival"]);
+    const kept = await readdir(join(spool.path, "collisions"));
+    expect(kept).toHaveLength(1);
+    expect(await readFile(join(spool.path, "collisions", kept[0]!), "utf8")).toBe(`${lines(fakeRecords(1, 3)).join("\n")}\n`);
   });
 
   it("sends no Object Lock headers unless asked", async () => {

@@ -183,6 +183,26 @@ describe("one shutdown path per pool", () => {
   });
 });
 
+describe("the lifecycle's exits flush the audit log synchronously", () => {
+  test("a forced exit that cuts the pool's audit flush short hands every unacknowledged record to writeSync before exit", async () => {
+    const synced: string[] = [];
+    let syncedAtExit: string[] | undefined;
+    // A sink whose async writes never settle: only writeSync can put the records anywhere.
+    const stuck = { name: "stuck", write: () => new Promise<void>(() => {}), writeSync: (rs: readonly { event: string }[]) => void synced.push(...rs.map((r) => r.event)) };
+    const pool = new AgentPool({ logger: silentLogger, audit: { sinks: [stuck], flushOnExit: false } });
+    const before = process.listeners("SIGINT");
+    const lifecycle = attachProcessLifecycle(pool, { sigint: true, auditFlushTimeoutMs: 60_000, exit: () => (syncedAtExit = [...synced]) });
+    const onSigint = process.listeners("SIGINT").find((l) => !before.includes(l))!;
+    onSigint("SIGINT"); // drains (nothing live): the graceful close now waits on the stuck sink
+    await expect.poll(() => pool.state).toBe("closed");
+    expect(synced).toEqual([]);
+    onSigint("SIGINT"); // the operator gives up waiting
+    expect(await lifecycle.exiting).toBe(130);
+    expect(syncedAtExit).toEqual(["deployment.drain_started", "deployment.drain_completed", "worker.exited"]);
+    lifecycle.detach();
+  });
+});
+
 describe("signal-begun drains carry what the platform adds", () => {
   test("signalDrain names the actor and adds fields (merged across attachments), keeping the signal's name", async () => {
     const records: Record<string, unknown>[] = [];

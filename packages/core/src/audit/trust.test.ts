@@ -150,6 +150,42 @@ describe("checkpoints cover what they say", () => {
     expect(verifyAuditLog(sink.lines, { hmacSecrets: [SECRET], keyOrigins: { [id]: ["worker-a"] } })).toMatchObject({ ok: false, fault: "bad_signature", message: expect.stringContaining("not allowed to sign origin worker-b") });
   });
 
+  it("the signed message covers the time: a checkpoint re-dated (and re-hashed) fails its signature", async () => {
+    const sink = collector();
+    const log = new AuditLog({ origin: "w1", sinks: [sink], clock: () => 1000, checkpoint: { every: 1000, hmacSecrets: [SECRET] } });
+    log.emit("x");
+    log.emit("y");
+    await log.close();
+    expect(verifyAuditLog(sink.lines, { hmacSecrets: [SECRET] })).toMatchObject({ ok: true });
+    const redated = sink.lines.map((l) => {
+      const r = JSON.parse(l) as Record<string, unknown>;
+      if (r.event !== "audit.checkpoint") return l;
+      const edited: Record<string, unknown> = { ...r, checkpoint_time: 999, timestamp: 999 };
+      edited.hash = computeRecordHash(edited);
+      return JSON.stringify(edited);
+    });
+    expect(verifyAuditLog(redated, { hmacSecrets: [SECRET] })).toMatchObject({ ok: false, fault: "bad_signature" });
+  });
+
+  it("openrtc audit verify --key-origin binds a key id to origins (exit 1 for another origin, 2 for a malformed binding)", async () => {
+    const sink = collector();
+    const log = new AuditLog({ origin: "worker-b", sinks: [sink], checkpoint: { every: 1000, hmacSecrets: [SECRET] } });
+    log.emit("x");
+    await log.close();
+    const dir = await mkdtemp(join(tmpdir(), "trust-key-origin-"));
+    const file = join(dir, "audit.jsonl");
+    await writeFile(file, sink.lines.map((l) => `${l}\n`).join(""));
+    const run = async (...extra: string[]) => {
+      let out = "";
+      const io: CliIo = { stdout: (t) => void (out += t), stderr: (t) => void (out += t), env: { K: SECRET } };
+      return { code: await main(["audit", "verify", file, "--hmac-secret-env", "K", "--require-signed", ...extra], io), out };
+    };
+    const id = hmacKeyId(SECRET);
+    expect(await run("--key-origin", `${id}=worker-*`)).toMatchObject({ code: 0 });
+    expect(await run("--key-origin", `${id}=worker-a`)).toMatchObject({ code: 1, out: expect.stringContaining("not allowed to sign origin worker-b") });
+    expect(await run("--key-origin", "no-equals-sign")).toMatchObject({ code: 2 });
+  });
+
   it("signs through an external signer, so the key never lives in the writer", async () => {
     const { publicKey, privateKey } = generateKeyPairSync("ed25519");
     const requests: Uint8Array[] = [];
@@ -243,11 +279,39 @@ describe("AgentPool({ audit })", () => {
       await pool.close({ dropLiveSessions: true });
     }
     expect(verifyAuditLog(lines, { hmacSecrets: [SECRET], requireSigned: true })).toMatchObject({ ok: true, origins: 1 });
+    expect(lines.map((l) => JSON.parse(l).seq)).toEqual(lines.map((_l, i) => i + 1)); // one chain across the restart
+    // The finding: a full rewrite of the pool's log (actor changed, every hash recomputed) verified
+    // OK. With the pool's checkpoints it no longer does.
+    let prev = "0".repeat(64);
+    const rewritten = lines.map((l) => {
+      const r = JSON.parse(l) as Record<string, unknown>;
+      const edited: Record<string, unknown> = { ...r, prev_hash: prev, ...(r.event === "deployment.drain_started" ? { actor: "intruder" } : {}) };
+      if (edited.event === "audit.checkpoint") edited.checkpoint_head = prev;
+      edited.hash = computeRecordHash(edited);
+      prev = edited.hash as string;
+      return JSON.stringify(edited);
+    });
+    expect(verifyAuditLog(rewritten)).toMatchObject({ ok: true }); // the chain alone cannot tell
+    expect(verifyAuditLog(rewritten, { hmacSecrets: [SECRET], requireSigned: true })).toMatchObject({ ok: false, fault: "bad_signature" });
     // The old shorthands still work.
     const sink = collector();
     const pool = new AgentPool({ logger: silentLogger, auditSinks: [sink], auditOrigin: "w-short" });
     await pool.close({ dropLiveSessions: true });
     expect(JSON.parse(sink.lines[0]!).origin).toBe("w-short");
+  });
+});
+
+describe("AgentPool: audit loss in metrics", () => {
+  it("an overflow is counted in openrtc_audit_records_dropped_total{sink}; openrtc_audit_queue_depth{sink} shows the backlog", async () => {
+    let release: (() => void) | undefined;
+    const slow: AuditSink = { name: "slow", write: () => new Promise<void>((resolve) => (release = resolve)) };
+    const pool = new AgentPool({ logger: silentLogger, audit: { sinks: [slow], maxQueue: 2 } });
+    for (let i = 0; i < 6; i++) pool.auditLog.emit("x", { i });
+    await tick();
+    const text = await pool.metrics.scrape();
+    expect(text).toMatch(/^openrtc_audit_records_dropped_total\{sink="slow"\} 4$/m);
+    expect(text).toMatch(/^openrtc_audit_queue_depth\{sink="slow"\} 2$/m);
+    release!();
   });
 });
 
