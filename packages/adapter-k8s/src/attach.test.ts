@@ -278,6 +278,29 @@ describe("ports", () => {
     }
   });
 
+  test("defaults: host 0.0.0.0, port from OPENRTC_PORT, drainToken from OPENRTC_DRAIN_TOKEN", async () => {
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, "127.0.0.1", r));
+    const port = (free.address() as { port: number }).port;
+    await new Promise((r) => free.close(r));
+    const { pool } = makePool();
+    vi.stubEnv("OPENRTC_PORT", String(port));
+    vi.stubEnv("OPENRTC_DRAIN_TOKEN", TOKEN);
+    try {
+      const k = await attachKubernetes(pool, { exit: vi.fn() });
+      open.push(k);
+      expect(k.url).toBe(`http://0.0.0.0:${port}`);
+      pool.markReady();
+      const url = `http://127.0.0.1:${port}`;
+      expect((await drain(url, "wrong-token-wrong-token")).status).toBe(403);
+      const accepted = await drain(url, TOKEN);
+      expect(accepted.status).toBe(202);
+      expect(await accepted.json()).toMatchObject({ draining: true });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+
   test("OPENRTC_PORT sets the port; a malformed one is an error", async () => {
     const { pool } = makePool();
     vi.stubEnv("OPENRTC_PORT", "80x");
