@@ -204,9 +204,26 @@ describe("Downward API", () => {
     await attach(pool, { podInfoDir: dir });
     expect(pool.deploymentVersion).toBe("v1.0.0");
     expect(logger.text()).toMatch(/differs from the pod's app.kubernetes.io\/version label/);
+  });
+
+  test("a pool with no version in code takes the pod's version label (snapshot, audit, membership)", async () => {
+    const dir = tempDir();
+    writePodInfo(dir, { name: "p", namespace: "n", labels: { "app.kubernetes.io/version": "v9.9.9" } });
     const untagged = makePool({ deploymentVersion: undefined });
-    await attach(untagged.pool, { podInfoDir: dir });
-    expect(untagged.logger.text()).toMatch(/kubernetesDeploymentVersion/);
+    const { k } = await attach(untagged.pool, { podInfoDir: dir });
+    expect(untagged.pool.deploymentVersion).toBe("v9.9.9");
+    expect(untagged.logger.text()).toMatch(/taken from the pod's label/);
+    expect((await get(`${k.url}/snapshot`)).body).toMatchObject({ deployment_version: "v9.9.9" });
+    untagged.pool.markReady();
+    untagged.pool.beginDrain({ actor: "test", reason: "check the record's version" });
+    await untagged.pool.auditLog.flush();
+    expect(untagged.sink.records.find((r) => r.event === "deployment.drain_started")).toMatchObject({ version: "v9.9.9" });
+    // Too late: a pool that already serves keeps its (missing) version and says why.
+    const late = makePool({ deploymentVersion: undefined });
+    late.pool.markReady();
+    await attach(late.pool, { podInfoDir: dir });
+    expect(late.pool.deploymentVersion).toBeNull();
+    expect(late.logger.text()).toMatch(/could not take it.*attach before runApp/);
   });
 });
 
@@ -238,6 +255,22 @@ describe("the mounted manifest ConfigMap", () => {
     await until(async () => (await get(`${k.url}/readyz`)).status === 200, "readyz 200 again");
   });
 
+  test("a pool built with no gate takes the mounted manifest before it serves", async () => {
+    const dir = tempDir();
+    writeProjectedVolume(dir, { "manifest.json": manifestJson(1, ["v2.0.0"]) });
+    const { pool, sink } = makePool();
+    expect(pool.member).toBe(true);
+    const { k } = await attach(pool, { manifestFile: path.join(dir, "manifest.json"), manifestSecrets: [SECRET] });
+    pool.markReady();
+    expect(pool.member).toBe(false); // v1.0.0 is not listed
+    expect((await get(`${k.url}/readyz`)).body).toMatchObject({ code: "not_member", reject_reason: "membership" });
+    expect((await get(`${k.url}/manifest`)).body).toMatchObject({ seq: 1, active_versions: ["v2.0.0"] });
+    await pool.auditLog.flush();
+    expect(sink.records.find((r) => r.event === "worker.membership_changed")).toMatchObject({ member: false });
+    writeProjectedVolume(dir, { "manifest.json": manifestJson(2, ["v1.0.0", "v2.0.0"]) });
+    await until(async () => (await get(`${k.url}/readyz`)).status === 200, "readyz 200 once listed");
+  });
+
   test("a missing manifest file keeps the worker out (no_manifest) and is recorded", async () => {
     const { pool, sink } = makePool({ membership: kubernetesMembership() });
     const { k } = await attach(pool, { manifestFile: path.join(tempDir(), "manifest.json"), manifestSecrets: [SECRET] });
@@ -249,8 +282,9 @@ describe("the mounted manifest ConfigMap", () => {
 
   test("configuration errors say what to do", async () => {
     const file = path.join(tempDir(), "m.json");
-    const plain = makePool();
-    await expect(attach(plain.pool, { manifestFile: file, manifestSecrets: [SECRET] })).rejects.toThrow(/membership: kubernetesMembership\(\)/);
+    const serving = makePool();
+    serving.pool.markReady();
+    await expect(attach(serving.pool, { manifestFile: file, manifestSecrets: [SECRET] })).rejects.toThrow(/before the worker serves.*membership: kubernetesMembership\(\)/);
     const foreign = makePool({ membership: new ManifestGate({ secrets: [SECRET], sources: [staticManifest(manifestJson(1, ["v1.0.0"]))] }) });
     await expect(attach(foreign.pool, { manifestFile: file, manifestSecrets: [SECRET] })).rejects.toThrow(/its own membership gate/);
     const noFile = makePool({ membership: kubernetesMembership() });

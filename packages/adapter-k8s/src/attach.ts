@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { attachProcessLifecycle, createControlServer, fileManifest, type AgentPool, type ControlServer, type LiveSessionView } from "@openrtc/core";
 import { watchDirectory, type DirectoryWatch } from "./file-watch.ts";
-import { membershipOf } from "./membership.ts";
+import { kubernetesMembership, membershipOf } from "./membership.ts";
 import { DRAIN_ANNOTATION, parseDownwardApiFile, readPodInfo, resolvePodInfoDir, VERSION_LABEL } from "./podinfo.ts";
 
 /** The control port both this adapter and the @livekit/agents health server default to. */
@@ -78,14 +78,21 @@ export async function attachKubernetes(pool: AgentPool, options: KubernetesOptio
 
   // The manifest first, so the worker is gated before anything can offer it a job.
   let disconnectManifest: (() => void) | undefined;
-  const gate = membershipOf(pool);
+  let gate = membershipOf(pool);
+  if (gate === null && options.manifestFile !== undefined) {
+    // A pool built without a gate takes this one before it serves (AgentPool.adopt refuses once
+    // the worker serves or saw a job, so no call is ever taken before the manifest counts).
+    const adopted = kubernetesMembership();
+    try {
+      pool.adopt({ membership: adopted });
+    } catch (error) {
+      throw new Error(`attachKubernetes: manifestFile: ${errorText(error)}; or create the pool with new AgentPool({ membership: kubernetesMembership(), ... })`, { cause: error });
+    }
+    gate = adopted;
+  }
   if (options.manifestFile !== undefined || (gate !== null && gate !== "foreign" && !gate.connected)) {
     if (gate === null || gate === "foreign") {
-      throw new Error(
-        gate === null
-          ? "attachKubernetes: manifestFile needs the pool's membership gate: create the pool with new AgentPool({ membership: kubernetesMembership(), ... })"
-          : "attachKubernetes: the pool has its own membership gate; attach fileManifest(path) to your ManifestGate yourself, or create the pool with membership: kubernetesMembership()",
-      );
+      throw new Error("attachKubernetes: the pool has its own membership gate; attach fileManifest(path) to your ManifestGate yourself, or create the pool with membership: kubernetesMembership()");
     }
     if (options.manifestFile === undefined && !gate.hasOwnSources) {
       throw new Error("attachKubernetes: the pool uses kubernetesMembership() but no manifestFile was given (the mounted ConfigMap, e.g. /etc/openrtc/manifest/manifest.json)");
@@ -218,13 +225,19 @@ export async function attachKubernetes(pool: AgentPool, options: KubernetesOptio
   };
 }
 
+/** The version from the pod's label when the code set none (code wins; a mismatch is logged). */
 function checkVersion(pool: AgentPool, label: string | undefined): void {
   if (label === undefined || label.trim() === "") return;
   if (pool.deploymentVersion === null) {
-    pool.logger.warn(
-      { label_version: label },
-      `the pod is labelled ${VERSION_LABEL}=${label} but the pool has no deploymentVersion: create it with new AgentPool({ deploymentVersion: kubernetesDeploymentVersion() })`,
-    );
+    try {
+      pool.adopt({ deploymentVersion: label });
+      pool.logger.info({ deployment_version: pool.deploymentVersion, label: VERSION_LABEL }, "deployment version taken from the pod's label");
+    } catch (error) {
+      pool.logger.warn(
+        { label_version: label, err: errorText(error) },
+        `the pod is labelled ${VERSION_LABEL}=${label} but the pool could not take it (${errorText(error)}); attach before runApp, or create the pool with new AgentPool({ deploymentVersion: kubernetesDeploymentVersion() })`,
+      );
+    }
   } else if (pool.deploymentVersion !== label.trim()) {
     pool.logger.warn({ code_version: pool.deploymentVersion, label_version: label }, `the pool's deploymentVersion differs from the pod's ${VERSION_LABEL} label; the pool's version is used`);
   }
@@ -250,4 +263,8 @@ function isLoopback(host: string): boolean {
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === "" ? undefined : value;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

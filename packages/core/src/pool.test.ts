@@ -334,3 +334,57 @@ describe("close", () => {
     expect(sink.records.filter((r) => r.event === "worker.exited")).toEqual([expect.objectContaining({ result: "ok", dropped_sessions: 0 })]);
   });
 });
+
+describe("AgentPool.adopt: settings read after the pool was built (Kubernetes' label and manifest)", () => {
+  test("an untagged pool adopts a version: snapshot, metrics and the audit records that follow carry it", async () => {
+    const { pool, events } = makePool({ deploymentVersion: undefined });
+    pool.auditLog.emit("deployment.started", { target: "worker" });
+    pool.adopt({ deploymentVersion: " v2.0.0 " });
+    expect(pool.deploymentVersion).toBe("v2.0.0");
+    expect(pool.runtimeSnapshot().toJSON().deployment_version).toBe("v2.0.0");
+    pool.markReady();
+    pool.startSession({ jobId: "j1" }).end();
+    const records = await events();
+    expect(records[0]!.version).toBeNull();
+    expect(records.slice(1).every((r) => r.version === "v2.0.0")).toBe(true);
+    expect(await pool.metrics.registry.getSingleMetricAsString("openrtc_worker_info")).toContain('deployment_version="v2.0.0"');
+  });
+
+  test("a gate adopted before serving is asked at once: no manifest → not a member, recorded, /readyz reason membership", async () => {
+    const { pool, events } = makePool();
+    const g = gate(false);
+    const changes: boolean[] = [];
+    pool.on("membership", (member) => changes.push(member));
+    pool.adopt({ membership: g });
+    expect(pool.member).toBe(false);
+    expect(pool.rejectReason()).toBe("membership");
+    expect(changes).toEqual([false]);
+    expect((await events("worker.membership_changed")).map((r) => r.result)).toEqual(["not_member"]);
+    g.set(true);
+    expect(pool.member).toBe(true);
+  });
+
+  test("a version adopted under a gate re-asks the gate for that version", () => {
+    const listed = new Set(["v2.0.0"]);
+    const { pool } = makePool({
+      deploymentVersion: undefined,
+      membership: { isMember: (v) => v !== null && listed.has(v), subscribe: () => () => {} },
+    });
+    expect(pool.member).toBe(false);
+    pool.adopt({ deploymentVersion: "v2.0.0" });
+    expect(pool.member).toBe(true);
+  });
+
+  test("refused once the worker serves or saw a job, over a version or gate set in code, and for a bad version", () => {
+    const tagged = makePool().pool;
+    expect(() => tagged.adopt({ deploymentVersion: "v2.0.0" })).toThrow(/already runs "v1.0.0".*never replaced/);
+    const gated = makePool({ membership: gate(true) }).pool;
+    expect(() => gated.adopt({ membership: gate(true) })).toThrow(/already has a membership gate/);
+    const serving = makePool({ deploymentVersion: undefined }).pool;
+    serving.markReady();
+    expect(() => serving.adopt({ deploymentVersion: "v2.0.0" })).toThrow(/only be adopted before the worker serves/);
+    const bad = makePool({ deploymentVersion: undefined }).pool;
+    expect(() => bad.adopt({ deploymentVersion: "v2\u0007" })).toThrow(/control character/);
+    expect(bad.deploymentVersion).toBeNull();
+  });
+});

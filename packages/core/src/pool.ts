@@ -145,13 +145,13 @@ export class Session {
  * integration (LiveKit, Kubernetes, systemd) drives it through this API.
  */
 export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusSource {
-  readonly deploymentVersion: string | null;
   readonly auditLog: AuditLog;
   readonly metrics: PoolMetrics;
   /** Resolves once the pool is draining and no call is live. */
   readonly drained: Promise<void>;
   readonly logger: Logger;
 
+  private versionValue: string | null;
   private stateValue: PoolState = "starting";
   private workerIdValue: string;
   private memberValue = true;
@@ -166,7 +166,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
   private readonly clock: Clock;
   private readonly startedAt: number;
   private readonly drainTimeoutMs: number;
-  private readonly membership: MembershipGate | undefined;
+  private membership: MembershipGate | undefined;
   private readonly tracer: SessionTracer;
   private readonly tenantPolicy: TenantPolicy;
   private unsubscribeRejections: (() => void) | undefined;
@@ -182,7 +182,7 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
 
   constructor(options: AgentPoolOptions = {}) {
     super();
-    this.deploymentVersion = normalizeVersion(options.deploymentVersion);
+    this.versionValue = normalizeVersion(options.deploymentVersion);
     this.clock = options.clock ?? systemClock;
     this.logger = safeLogger(options.logger ?? stderrLogger);
     this.tenantPolicy = options.tenantPolicy ?? "reject";
@@ -232,13 +232,55 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     this.drained = new Promise((resolve) => {
       this.resolveDrained = resolve;
     });
-    this.membership = options.membership;
-    if (this.membership !== undefined) {
-      this.memberValue = this.askMembership();
-      this.membershipReasonSeen = this.membershipReason;
-      this.unsubscribeMembership = this.membership.subscribe(() => this.refreshMembership());
-      // Every manifest the gate refuses goes on record (never the secret or the signature).
-      this.unsubscribeRejections = this.membership.subscribeRejections?.((rejection) => this.recordManifestRejection(rejection));
+    if (options.membership !== undefined) this.useMembership(options.membership);
+  }
+
+  private useMembership(gate: MembershipGate): void {
+    this.membership = gate;
+    this.memberValue = this.askMembership();
+    this.membershipReasonSeen = this.membershipReason;
+    this.unsubscribeMembership = gate.subscribe(() => this.refreshMembership());
+    // Every manifest the gate refuses goes on record (never the secret or the signature).
+    this.unsubscribeRejections = gate.subscribeRejections?.((rejection) => this.recordManifestRejection(rejection));
+  }
+
+  /** The version this worker runs (set in code, or adopted from its platform before it serves); null when untagged. */
+  get deploymentVersion(): string | null {
+    return this.versionValue;
+  }
+
+  /**
+   * Completes a pool built before its platform's settings were read: on Kubernetes the version
+   * label and the mounted manifest arrive with the pod (`attachKubernetes` calls this). Allowed
+   * only while `starting` and before any job was offered, so no call is ever taken under one
+   * version or gate and finished under another; what the code set is never replaced (a version
+   * or gate already present is an error). A gate adopted here is asked at once: with no valid
+   * manifest yet, the worker is not a member (`no_manifest`) and that change is recorded.
+   */
+  adopt(settings: { deploymentVersion?: string; membership?: MembershipGate }): void {
+    if (this.stateValue !== "starting" || this.sessions.started > 0 || this.rejectedJobs > 0) {
+      throw new Error(
+        `AgentPool.adopt: the pool is ${this.stateValue} and has seen jobs; a version or membership gate can only be adopted before the worker serves (attach the platform adapter before runApp/bindAgentPool)`,
+      );
+    }
+    if (settings.deploymentVersion !== undefined && this.versionValue !== null) {
+      throw new Error(`AgentPool.adopt: the pool already runs ${JSON.stringify(this.versionValue)} (set in code); the code's version is never replaced`);
+    }
+    if (settings.membership !== undefined && this.membership !== undefined) {
+      throw new Error("AgentPool.adopt: the pool already has a membership gate");
+    }
+    const version = settings.deploymentVersion === undefined ? undefined : normalizeVersion(settings.deploymentVersion);
+    if (version !== undefined && version !== null) {
+      this.versionValue = version;
+      this.auditLog.adoptVersion(version);
+    }
+    if (settings.membership !== undefined) {
+      this.operation(() => {
+        this.useMembership(settings.membership!);
+        if (!this.memberValue) this.recordMembership(false, true);
+      });
+    } else if (version !== undefined && this.membership !== undefined) {
+      this.operation(() => this.refreshMembershipNow());
     }
   }
 
@@ -582,6 +624,11 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
     this.memberValue = member;
     const reason = this.membershipReason;
     if (!changed && reason === this.membershipReasonSeen) return;
+    this.recordMembership(member, changed);
+  }
+
+  private recordMembership(member: boolean, changed: boolean): void {
+    const reason = this.membershipReason;
     this.membershipReasonSeen = reason;
     this.auditLog.emit(AuditEventType.MembershipChanged, {
       target: "worker",

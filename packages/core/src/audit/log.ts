@@ -150,7 +150,7 @@ interface FlushWaiter {
  */
 export class AuditLog {
   readonly origin: string;
-  readonly version: string | null;
+  #version: string | null;
   readonly #clock: Clock;
   readonly #hooks: AuditHooks;
   readonly #sinks: SinkDelivery[];
@@ -207,7 +207,7 @@ export class AuditLog {
     if (options.version !== undefined && options.version !== null && typeof options.version !== "string") {
       throw new TypeError(`AuditLog: \`version\` must be a string or null (the deployment_version), got ${typeof options.version}`);
     }
-    this.version = options.version ?? null;
+    this.#version = options.version ?? null;
     this.#clock = options.clock ?? systemClock;
     this.#hooks = options.hooks ?? {};
     this.#maxQueue = positiveInt(options.maxQueue, 10_000, "maxQueue");
@@ -240,6 +240,21 @@ export class AuditLog {
   }
 
   /** Chains and returns the record at once; delivery to sinks happens in the background. */
+  /** Default `version` of every record (the worker's deployment_version); null when untagged. */
+  get version(): string | null {
+    return this.#version;
+  }
+
+  /**
+   * Sets the default version of the records that follow, once, for a log created before its
+   * worker's version was known (`AgentPool.adopt`). Records already written keep theirs.
+   */
+  adoptVersion(version: string): void {
+    if (this.#version !== null) throw new Error(`AuditLog.adoptVersion: the log already tags its records ${JSON.stringify(this.#version)}`);
+    if (typeof version !== "string" || version === "") throw new TypeError("AuditLog.adoptVersion: version must be a non-empty string");
+    this.#version = version;
+  }
+
   emit(type: string, fields?: AuditEmitFields): AuditRecord {
     let record: AuditRecord;
     try {
@@ -422,7 +437,7 @@ export class AuditLog {
   /** Builds the next record of the chain and advances the head. */
   #chain(type: unknown, fields: unknown, fallback: boolean, internal: boolean, timestamp = this.#now()): AuditRecord {
     const record = buildRecord(
-      { origin: this.origin, quotedOrigin: this.#quotedOrigin, seq: this.#seq + 1, prevHash: this.#lastHash, timestamp, defaultVersion: this.version },
+      { origin: this.origin, quotedOrigin: this.#quotedOrigin, seq: this.#seq + 1, prevHash: this.#lastHash, timestamp, defaultVersion: this.#version },
       type,
       fields,
       fallback,
