@@ -37,11 +37,13 @@ describe("deploy/systemd", () => {
 
   it.each(units)("%s has what a call-holding worker needs", (unit) => {
     const text = readFileSync(path.join(deployDir, unit), "utf8");
-    for (const line of ["Type=notify", "NotifyAccess=main", "KillMode=mixed", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID"]) {
+    for (const line of ["Type=notify", "NotifyAccess=main", "KillMode=mixed", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "SuccessExitStatus=SIGTERM"]) {
       expect(text.split("\n")).toContain(line);
     }
     expect(text).toMatch(/^TimeoutStopSec=\d+s$/m);
     expect(text).toMatch(/^WatchdogSec=\d+s$/m);
+    // 130 (calls dropped on a forced exit) must stay a failure.
+    expect(text).not.toMatch(/^SuccessExitStatus=.*\b130\b/m);
   });
 
   it("the check is real: an unknown key is a warning and a missing binary an error", async () => {
