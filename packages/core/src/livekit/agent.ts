@@ -48,6 +48,16 @@ export function observeSession(ctx: JobContext, agentSession: unknown): Promise<
   return state.started;
 }
 
+/** `ctx.info.token` (agents-js `RunningJobInfo.token`), when this context has one. */
+function jobTokenOption(ctx: JobContext): { token?: string } {
+  try {
+    const token = (ctx as { info?: { token?: unknown } }).info?.token;
+    return typeof token === "string" && token !== "" ? { token } : {};
+  } catch {
+    return {};
+  }
+}
+
 /**
  * Wraps an agent definition (`defineAgent({ entry })`) so its job reports to the parent's pool
  * and its observers see each session. The agent code itself stays ordinary `@livekit/agents`.
@@ -81,7 +91,8 @@ export function openrtcAgent<A extends AgentDefinition>(agent: A, options: OpenR
     jobs.set(ctx, state);
     let reporter: SessionReporter | undefined;
     try {
-      reporter = await SessionReporter.connect(job.id);
+      // The assignment's room-join token is this job's own proof to the parent (see session-channel.ts).
+      reporter = await SessionReporter.connect(job.id, undefined, { ...jobTokenOption(ctx) });
     } catch (error) {
       logger.error({ job_id: job.id, err: String(error) }, "could not reach the parent's session channel; the call runs but the parent cannot see it end");
     }

@@ -16,7 +16,10 @@ export type {
   ChannelMessage,
   ChannelRefusal,
   ChannelReply,
+  LaunchExpectation,
   ParsedChannelMessage,
   ReporterOptions,
   SessionChannelOptions,
 } from "./session-channel.ts";
+export { defaultAgentIdentity, JOB_TOKEN_SKEW_SECONDS, MAX_JOB_TOKEN, verifyJobToken } from "./job-token.ts";
+export type { JobTokenCheck, JobTokenClaims, JobTokenExpectation } from "./job-token.ts";

@@ -3,7 +3,7 @@
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
-import { AgentServer, initializeLogger, JobRequest, ServerOptions } from "@livekit/agents";
+import { AgentServer, initializeLogger, JobContext, JobRequest, ServerOptions } from "@livekit/agents";
 import { isSdkChildProcess, loadProtocol, sdkDefaultLoad, sdkSurfaceProblems, TESTED_AGENTS_RANGE } from "./sdk.ts";
 
 const agentsRoot = createRequire(import.meta.url).resolve("@livekit/agents").replace(/dist\/index\.c?js$/, "");
@@ -56,6 +56,15 @@ describe("the agents-js surfaces the binding uses", () => {
       if (before === undefined) delete process.env.LIVEKIT_WORKER_TOKEN;
       else process.env.LIVEKIT_WORKER_TOKEN = before;
     }
+  });
+
+  test("JobContext.info is RunningJobInfo: the job's room-join token (the per-job proof to the parent) is ctx.info.token", () => {
+    expect(typeof Object.getOwnPropertyDescriptor(JobContext.prototype, "info")?.get).toBe("function");
+    initializeLogger({ pretty: false, level: "fatal" });
+    const info = { token: "h.p.s", url: "ws://x", workerId: "w", job: { id: "AJ_1", room: { name: "r" } }, acceptArguments: { name: "", identity: "agent-AJ_1", metadata: "" } };
+    const ctx = new JobContext({} as never, info as never, { on() {} } as never, () => {}, () => {}, {} as never);
+    expect(ctx.info.token).toBe("h.p.s");
+    expect(ctx.job.id).toBe("AJ_1");
   });
 
   test("the SDK's job and inference processes are recognised by their entry file", () => {

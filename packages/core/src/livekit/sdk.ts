@@ -7,7 +7,7 @@
 import { createRequire } from "node:module";
 import { basename, dirname } from "node:path";
 import { createConnection, type Socket } from "node:net";
-import { AgentServer, JobRequest, ServerOptions } from "@livekit/agents";
+import { AgentServer, JobContext, JobRequest, ServerOptions } from "@livekit/agents";
 
 /** The agents-js releases the binding is tested against (also the package's peer range). */
 export const TESTED_AGENTS_RANGE = ">=1.9.0 <1.10.0";
@@ -50,6 +50,11 @@ export function sdkSurfaceProblems(proto: Protocol = loadProtocol()): string[] {
   const fix = `OpenRTC is tested with @livekit/agents ${TESTED_AGENTS_RANGE}; install a tested version or upgrade @openrtc/core`;
   if (typeof AgentServer?.prototype?.drain !== "function") problems.push(`AgentServer.prototype.drain is gone (the binding routes it through the pool drain). ${fix}`);
   if (typeof JobRequest !== "function" || JobRequest.length < 3) problems.push(`new JobRequest(job, onReject, onAccept) (@internal) changed shape (the binding wraps the user's requestFunc with it). ${fix}`);
+  // Public in 1.9's d.ts but undocumented: without it a job process cannot prove its job to a
+  // parent that verifies job tokens, and every job would be refused.
+  if (typeof Object.getOwnPropertyDescriptor(JobContext?.prototype ?? {}, "info")?.get !== "function") {
+    problems.push(`JobContext.prototype.info (RunningJobInfo, whose token each job process presents to the parent) is gone. ${fix}`);
+  }
   if (typeof proto.WorkerMessage !== "function") problems.push(`@livekit/protocol WorkerMessage is not loadable next to @livekit/agents (the binding sends "full" and job status with it). ${fix}`);
   if (proto.WorkerStatus?.WS_FULL === undefined) problems.push(`@livekit/protocol WorkerStatus.WS_FULL is gone. ${fix}`);
   if (proto.JobStatus?.JS_SUCCESS === undefined || proto.JobStatus?.JS_FAILED === undefined) problems.push(`@livekit/protocol JobStatus.JS_SUCCESS/JS_FAILED are gone. ${fix}`);

@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import type { AgentPool, Session } from "../pool.ts";
 import { describeError } from "../isolation.ts";
 import type { SessionStatus } from "../sessions.ts";
+import { defaultAgentIdentity, MAX_JOB_TOKEN, verifyJobToken } from "./job-token.ts";
 
 /**
  * How the parent knows exactly which calls are live across forked job processes.
@@ -25,29 +26,51 @@ import type { SessionStatus } from "../sessions.ts";
  *   that job processes inherit through their environment; a wrong key closes the connection.
  *   This stops a process that can reach the socket but not read the worker's environment (e.g.
  *   another container, same uid, sharing the volume the socket is on);
+ * - when the parent knows the LiveKit API secret (`jobTokenSecret`, default
+ *   `LIVEKIT_API_SECRET`), every `start` also carries its job's own proof: the room-join token
+ *   LiveKit sent with the job's assignment (agents-js `ctx.info.token`), which LiveKit signs HS256
+ *   with the worker's API secret for the job's room and the accepted identity. The parent checks
+ *   the signature, that `video.room` is the session's room, that it has not expired, and `sub`
+ *   (the identity the job was accepted with when `expectLaunch` was told it, else agents-js'
+ *   default `agent-<job id>` is held against other live jobs); anything else is refused
+ *   `bad_job_token`. A sibling job process has its own token, not another job's: with what it
+ *   was given it cannot claim (and later end) a job it does not run, and the real process still
+ *   claims it (but see the limits below);
  * - a connection binds to the first job it claims; a second claim of a job another connection
  *   holds is refused, and `end` counts only on the claiming connection, for its own job;
  * - a claim of a job with no live session (its launch timeout already ended it) is refused: the
  *   job process is told, and the agent wrapper shuts the job down rather than run it untracked.
  *
- * The limit, honestly: `@livekit/agents` forks idle job processes before any job exists
- * (`numIdleProcesses`), so their environment is fixed at fork time and cannot carry a per-job
- * secret. The key is per worker, not per job: a process that holds it (any job process of this
- * worker, or anything running as the worker's user, which can read /proc/<pid>/environ anyway)
- * could claim a job before its real process does. Binding is first-claim-wins; the real process
- * is then refused and shuts its job down, and the claimant's connection holds the session, which
- * ends as failed when it closes.
+ * Why a token and not a secret of our own: `@livekit/agents` forks idle job processes before any
+ * job exists (`numIdleProcesses`), so their environment is fixed at fork time and cannot carry a
+ * per-job secret; the assignment's token is the one per-job secret each job process receives.
+ *
+ * The limits, honestly:
+ * - with no secret known (none configured, or turned off with `jobTokenSecret: ""`, e.g. a
+ *   LiveKit Cloud worker token, where LiveKit may sign job tokens with another key), it is as
+ *   before: the key is per worker, and any process holding it could claim a job before its real
+ *   process does (first claim wins; the real process is refused and shuts its job down, and the
+ *   claimant's connection holds the session, which ends as failed when it closes). The parent
+ *   logs this once at `listen` (info);
+ * - the proof binds a job to whoever holds that job's token, or the API secret. agents-js 1.9
+ *   gives every job process the API secret too (`RunningJobInfo.apiSecret`, and
+ *   `LIVEKIT_API_SECRET` in the environment it inherits), so a job process that deliberately
+ *   mints a token could still pose as another job. What the token stops is a job process (or
+ *   anything else holding the key) claiming a job it was not given without doing that: a bug, a
+ *   stale or reused job id, a token for another room or identity, a forged or expired token;
+ * - a token whose `sub` is a custom identity is held to it only when `expectLaunch` is given
+ *   that identity.
  */
 export const SESSION_SOCKET_ENV = "OPENRTC_SESSION_SOCKET";
 /** The channel key job processes present in `start`. Set by `SessionChannel.listen`. */
 export const SESSION_KEY_ENV = "OPENRTC_SESSION_KEY";
 
 export type ChannelMessage =
-  | { t: "start"; job: string; pid: number; key?: string }
+  | { t: "start"; job: string; pid: number; key?: string; token?: string }
   | { t: "end"; job: string; status: SessionStatus; error?: string };
 
 /** Why the parent refused a job process's `start`. */
-export type ChannelRefusal = "no_session" | "already_claimed" | "bad_key";
+export type ChannelRefusal = "no_session" | "already_claimed" | "bad_key" | "bad_job_token";
 
 /** What the parent answers a `start` with. */
 export type ChannelReply = { t: "ok"; job: string } | { t: "refused"; job: string; reason: ChannelRefusal; message: string };
@@ -66,10 +89,30 @@ export interface SessionChannelOptions {
   exportEnv?: boolean;
   /** How long a connection may stay open without a valid `start`. Default 10 s. */
   claimTimeoutMs?: number;
+  /**
+   * The LiveKit API secret that signs each job's room-join token (LiveKit signs a job's token
+   * with the secret of the key the worker connected with). When known, every `start` must carry
+   * its job's token (`ctx.info.token`) and it must verify: HS256 with this secret, `video.room`
+   * the session's room, not expired, and `sub` the accepted identity when that is known. Default:
+   * `process.env.LIVEKIT_API_SECRET`, read at `listen`; `""` turns the check off (the channel key
+   * and first claim then bind a job, as before). Leave it off when LiveKit may sign job tokens
+   * with a key other than the worker's (a LiveKit Cloud worker token).
+   */
+  jobTokenSecret?: string;
 }
 
-/** Longest line accepted on the channel; a longer one is discarded up to its newline. */
-export const MAX_CHANNEL_LINE = 8192;
+/** Per-launch facts the parent knows from accepting the job. */
+export interface LaunchExpectation {
+  /**
+   * The participant identity the job was accepted with (what LiveKit puts in the job token's
+   * `sub`). Without it, `sub` is held only to agents-js' default (`agent-<job id>`): a token whose
+   * `sub` is another live job's default identity is refused, any other identity is not checked.
+   */
+  identity?: string;
+}
+
+/** Longest line accepted on the channel; a longer one is discarded up to its newline (room for a `start` with a job token of `MAX_JOB_TOKEN`). */
+export const MAX_CHANNEL_LINE = 32_768;
 const MAX_JOB_ID = 256;
 const MAX_ERROR_TEXT = 2000;
 /** Bad messages logged per connection (the rest are counted, then summarised on close). */
@@ -99,7 +142,12 @@ export function parseChannelMessage(line: string): ParsedChannelMessage {
     if (typeof pid !== "number" || !Number.isSafeInteger(pid) || pid <= 0) return { ok: false, problem: "start.pid must be a positive integer" };
     const key = m.key;
     if (key !== undefined && typeof key !== "string") return { ok: false, problem: "start.key must be a string" };
-    return { ok: true, message: key === undefined ? { t: "start", job, pid } : { t: "start", job, pid, key } };
+    const token = m.token;
+    if (token !== undefined && (typeof token !== "string" || token.length > MAX_JOB_TOKEN)) return { ok: false, problem: `start.token must be a string of at most ${MAX_JOB_TOKEN} characters` };
+    const message: ChannelMessage = { t: "start", job, pid };
+    if (key !== undefined) message.key = key;
+    if (token !== undefined) message.token = token;
+    return { ok: true, message };
   }
   if (m.t === "end") {
     const status = m.status;
@@ -174,6 +222,9 @@ export class SessionChannel {
   private readonly claimTimeoutMs: number;
   private readonly key: Buffer;
   private readonly ownDirectory: string | undefined;
+  /** The LiveKit API secret job tokens are verified with; undefined: no per-job proof. */
+  private readonly jobTokenSecret: string | undefined;
+  private readonly identities = new WeakMap<Session, string>();
 
   private constructor(
     private readonly pool: AgentPool,
@@ -183,8 +234,10 @@ export class SessionChannel {
     ownDirectory: string | undefined,
     launchTimeoutMs: number,
     claimTimeoutMs: number,
+    jobTokenSecret: string | undefined,
   ) {
     this.server = server;
+    this.jobTokenSecret = jobTokenSecret;
     this.path = path;
     this.key = key;
     this.ownDirectory = ownDirectory;
@@ -206,7 +259,8 @@ export class SessionChannel {
     }
     const key = randomBytes(32);
     const server = createServer();
-    const channel = new SessionChannel(pool, server, path, key, ownDirectory, options.launchTimeoutMs ?? 60_000, options.claimTimeoutMs ?? 10_000);
+    const secret = options.jobTokenSecret ?? process.env.LIVEKIT_API_SECRET ?? "";
+    const channel = new SessionChannel(pool, server, path, key, ownDirectory, options.launchTimeoutMs ?? 60_000, options.claimTimeoutMs ?? 10_000, secret === "" ? undefined : secret);
     server.on("connection", (socket) => channel.accept(socket));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -226,12 +280,27 @@ export class SessionChannel {
     server.on("error", (error) => pool.logger.error({ err: describeError(error) }, "session channel server error"));
     server.unref();
     if (options.exportEnv !== false) Object.assign(process.env, channel.env);
+    if (channel.jobTokenSecret === undefined) {
+      pool.logger.info(
+        {},
+        "session channel: no LiveKit API secret to verify job tokens with; a job is bound to the first job process of this worker that claims it with the channel key",
+      );
+    }
     return channel;
   }
 
-  /** Called when the parent accepted a job: the child must report it within the launch timeout. */
-  expectLaunch(session: Session): void {
+  /** Whether a `start` must prove its job with the job's LiveKit token. */
+  get verifiesJobTokens(): boolean {
+    return this.jobTokenSecret !== undefined;
+  }
+
+  /**
+   * Called when the parent accepted a job: the child must report it within the launch timeout.
+   * `identity`: the participant identity the job was accepted with, held against the token's `sub`.
+   */
+  expectLaunch(session: Session, expectation: LaunchExpectation = {}): void {
     const jobId = session.info.jobId;
+    if (expectation.identity !== undefined) this.identities.set(session, expectation.identity);
     if (this.claims.get(jobId)?.session === session) return;
     const previous = this.launchTimers.get(jobId);
     if (previous !== undefined) clearTimeout(previous);
@@ -311,6 +380,12 @@ export class SessionChannel {
       );
       return this.refuse(peer, job, "no_session", "this worker has no live session for the job (it ended before the job process started)");
     }
+    const tokenProblem = this.jobTokenProblem(session, message.token);
+    if (tokenProblem !== undefined) {
+      // Never the token itself: the problem names only what failed.
+      this.pool.logger.warn({ job_id: job, pid: message.pid, problem: tokenProblem }, "session channel: a start whose job token does not prove it runs the job was refused");
+      return this.refuse(peer, job, "bad_job_token", `the job token does not prove this process runs the job: ${tokenProblem}`);
+    }
     const holder = this.claims.get(job);
     if (holder !== undefined && holder !== peer && holder.session === session && !holder.socket.destroyed) {
       this.pool.logger.warn({ job_id: job, pid: message.pid }, "session channel: a second claim of a live job was refused");
@@ -348,6 +423,26 @@ export class SessionChannel {
 
   private release(peer: Peer): void {
     if (peer.job !== undefined && this.claims.get(peer.job) === peer) this.claims.delete(peer.job);
+  }
+
+  /** Undefined when the token proves the job (or no secret is known); otherwise what failed. */
+  private jobTokenProblem(session: Session, token: string | undefined): string | undefined {
+    if (this.jobTokenSecret === undefined) return undefined;
+    const jobId = session.info.jobId;
+    const identity = this.identities.get(session);
+    const checked = verifyJobToken(token, { secret: this.jobTokenSecret, roomName: session.info.roomName, ...(identity === undefined ? {} : { identity }) });
+    if (!checked.ok) return checked.problem;
+    if (identity === undefined) {
+      // The accepted identity is unknown: hold `sub` to agents-js' default. A token issued for
+      // another live job's default identity (two jobs in one room) is that job's, not this one's.
+      const sub = checked.claims.sub;
+      const prefix = defaultAgentIdentity("");
+      if (sub !== defaultAgentIdentity(jobId) && sub.startsWith(prefix)) {
+        const other = this.pool.session(sub.slice(prefix.length));
+        if (other !== undefined && other !== session) return "job token is for another job's participant identity";
+      }
+    }
+    return undefined;
   }
 
   private keyMatches(presented: string | undefined): boolean {
@@ -392,6 +487,11 @@ export interface ReporterOptions {
   replyTimeoutMs?: number;
   /** The channel key (default: `OPENRTC_SESSION_KEY`). */
   key?: string;
+  /**
+   * This job's LiveKit room-join token (agents-js `ctx.info.token`): the per-job proof the parent
+   * checks when it knows the API secret. Sent only on the channel, never logged.
+   */
+  token?: string;
 }
 
 /** The child's side: one connection per job. */
@@ -453,6 +553,10 @@ export class SessionReporter {
     });
     const key = options.key ?? process.env[SESSION_KEY_ENV];
     const start: ChannelMessage = { t: "start", job: jobId, pid: process.pid, ...(key === undefined ? {} : { key }) };
+    // An oversized token would make the whole line unparseable (no answer, a 5 s wait): send none,
+    // and a verifying parent refuses the start at once, saying so.
+    const token = options.token;
+    if (typeof token === "string" && token !== "" && token.length <= MAX_JOB_TOKEN) start.token = token;
     socket.write(`${JSON.stringify(start)}\n`);
     const reporter = new SessionReporter(socket, jobId, await reply);
     if (reporter.refused) reporter.endedValue = true;
