@@ -25,7 +25,7 @@ function recordingLogger(): Logger & { lines: string[] } {
   return { lines, debug: record, info: record, warn: record, error: record };
 }
 
-/** `jobTokenSecret` "" (the default here): no per-job proof, whatever LIVEKIT_API_SECRET the test runner has. */
+/** `jobTokenSecret` "" (off, as by default): no per-job proof. */
 async function setup(launchTimeoutMs = 60_000, claimTimeoutMs = 10_000, jobTokenSecret = "") {
   const logger = recordingLogger();
   const pool = new AgentPool({ deploymentVersion: "v1", logger });
@@ -415,7 +415,7 @@ describe("session channel: each job process proves its own job with the job's Li
   test("no secret configured: a start without a token claims (channel key and first claim), and the parent says so once", async () => {
     const { pool, channel, logger } = await setup();
     expect(channel.verifiesJobTokens).toBe(false);
-    expect(logger.lines.filter((l) => l.includes("no LiveKit API secret to verify job tokens"))).toHaveLength(1);
+    expect(logger.lines.filter((l) => l.includes("job tokens are not verified to verify job tokens"))).toHaveLength(1);
     const session = pool.startSession({ jobId: "j", roomName: "r" });
     const p = await peer(channel);
     p.start("j", undefined, jobToken("another-room", "agent-x", { secret: "whatever" })); // not checked
@@ -427,14 +427,16 @@ describe("session channel: each job process proves its own job with the job's Li
     await expect.poll(() => session.outcome?.status).toBe("success");
   });
 
-  test("the secret defaults to LIVEKIT_API_SECRET, read at listen", async () => {
+  test("off unless jobTokenSecret is given: LIVEKIT_API_SECRET alone does not turn it on (LiveKit Cloud may sign with another key)", async () => {
     const saved = process.env.LIVEKIT_API_SECRET;
     try {
       process.env.LIVEKIT_API_SECRET = apiSecret;
       const pool = new AgentPool({ logger: silentLogger });
-      const channel = await SessionChannel.listen(pool, { exportEnv: false });
+      const unset = await SessionChannel.listen(pool, { exportEnv: false });
+      channels.push(unset);
+      expect(unset.verifiesJobTokens).toBe(false);
+      const channel = await SessionChannel.listen(pool, { exportEnv: false, jobTokenSecret: apiSecret });
       channels.push(channel);
-      delete process.env.LIVEKIT_API_SECRET;
       expect(channel.verifiesJobTokens).toBe(true);
       pool.startSession({ jobId: "j", roomName: "r" });
       const reporter = await SessionReporter.connect("j", channel.path, { key: channel.env[SESSION_KEY_ENV], token: jobToken("r", "agent-j") });

@@ -26,8 +26,8 @@ import { defaultAgentIdentity, MAX_JOB_TOKEN, verifyJobToken } from "./job-token
  *   that job processes inherit through their environment; a wrong key closes the connection.
  *   This stops a process that can reach the socket but not read the worker's environment (e.g.
  *   another container, same uid, sharing the volume the socket is on);
- * - when the parent knows the LiveKit API secret (`jobTokenSecret`, default
- *   `LIVEKIT_API_SECRET`), every `start` also carries its job's own proof: the room-join token
+ * - when the worker opts in with the LiveKit API secret (`jobTokenSecret`; off by default), every
+ *   `start` also carries its job's own proof: the room-join token
  *   LiveKit sent with the job's assignment (agents-js `ctx.info.token`), which LiveKit signs HS256
  *   with the worker's API secret for the job's room and the accepted identity. The parent checks
  *   the signature, that `video.room` is the session's room, that it has not expired, and `sub`
@@ -46,8 +46,8 @@ import { defaultAgentIdentity, MAX_JOB_TOKEN, verifyJobToken } from "./job-token
  * per-job secret; the assignment's token is the one per-job secret each job process receives.
  *
  * The limits, honestly:
- * - with no secret known (none configured, or turned off with `jobTokenSecret: ""`, e.g. a
- *   LiveKit Cloud worker token, where LiveKit may sign job tokens with another key), it is as
+ * - with no secret configured (the default: LiveKit Cloud may sign job tokens with a key other
+ *   than the worker's, and a wrong guess here would refuse every call), it is as
  *   before: the key is per worker, and any process holding it could claim a job before its real
  *   process does (first claim wins; the real process is refused and shuts its job down, and the
  *   claimant's connection holds the session, which ends as failed when it closes). The parent
@@ -93,10 +93,10 @@ export interface SessionChannelOptions {
    * The LiveKit API secret that signs each job's room-join token (LiveKit signs a job's token
    * with the secret of the key the worker connected with). When known, every `start` must carry
    * its job's token (`ctx.info.token`) and it must verify: HS256 with this secret, `video.room`
-   * the session's room, not expired, and `sub` the accepted identity when that is known. Default:
-   * `process.env.LIVEKIT_API_SECRET`, read at `listen`; `""` turns the check off (the channel key
-   * and first claim then bind a job, as before). Leave it off when LiveKit may sign job tokens
-   * with a key other than the worker's (a LiveKit Cloud worker token).
+   * the session's room, not expired, and `sub` the accepted identity when that is known. Off by
+   * default (undefined or `""`: the channel key and first claim bind a job). Opt in only where
+   * LiveKit signs job tokens with the worker's own key and secret (a self-hosted livekit-server):
+   * were it another key (LiveKit Cloud may use one), every job would be refused.
    */
   jobTokenSecret?: string;
 }
@@ -259,7 +259,7 @@ export class SessionChannel {
     }
     const key = randomBytes(32);
     const server = createServer();
-    const secret = options.jobTokenSecret ?? process.env.LIVEKIT_API_SECRET ?? "";
+    const secret = options.jobTokenSecret ?? "";
     const channel = new SessionChannel(pool, server, path, key, ownDirectory, options.launchTimeoutMs ?? 60_000, options.claimTimeoutMs ?? 10_000, secret === "" ? undefined : secret);
     server.on("connection", (socket) => channel.accept(socket));
     try {
@@ -283,7 +283,7 @@ export class SessionChannel {
     if (channel.jobTokenSecret === undefined) {
       pool.logger.info(
         {},
-        "session channel: no LiveKit API secret to verify job tokens with; a job is bound to the first job process of this worker that claims it with the channel key",
+        "session channel: job tokens are not verified (jobTokenSecret not set); a job is bound to the first job process of this worker that claims it with the channel key",
       );
     }
     return channel;
