@@ -1,7 +1,7 @@
 // Real @livekit/agents AgentServer workers started through `runApp` (test/fixtures/runapp-worker.ts)
 // against the local LiveKit-protocol dispatcher, following LiveKit's server rules (deployment
 // routing, weighted selection): real processes, real signals, real sockets.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -183,6 +183,34 @@ describe("runApp start: SIGTERM at the other moments", () => {
     expect(w.audit().at(-1)).toMatchObject({ event: "worker.exited", dropped_sessions: 0 });
   });
 
+  test("drained with a warm job process still starting: that process is killed at once, not waited on for shutdownProcessTimeout", async () => {
+    // The warm process's import of the agent file is held, so it has not read its IPC yet: the
+    // SDK's shutdownRequest is lost and, unaided, close() waits out shutdownProcessTimeout (5 s
+    // here) before SIGKILL — or the lifecycle's beforeExit bound gives up and leaves it behind.
+    const gate = mkdtempSync(join(dir, "gate-"));
+    try {
+      const w = await startWorker(["start"], { FIXTURE_AGENT_IMPORT_GATE: gate });
+      await registered(w);
+      const deadline = Date.now() + 60_000;
+      let gated: string | undefined;
+      while ((gated = readdirSync(gate).find((f) => f.startsWith("gated-"))) === undefined) {
+        if (Date.now() > deadline) throw new Error("the warm job process never imported the agent file");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const pid = Number(gated.slice("gated-".length));
+      w.child.kill("SIGTERM");
+      expect(await w.exited).toEqual({ code: 0, signal: null });
+      expect(events(w)).toEqual(["deployment.drain_started", "deployment.drain_completed", "worker.exited"]);
+      // Killed by the worker's close (and reaped) before it exited, not by the SDK's timeout.
+      expect(alive(pid)).toBe(false);
+      const output = `${w.lines.join("\n")}\n${w.stderr()}`;
+      expect(output).not.toMatch(/did not acknowledge shutdown in time|job shutdown is taking too much time/);
+      expect(output).not.toMatch(/beforeExit hook failed/);
+    } finally {
+      writeFileSync(join(gate, "open"), "");
+    }
+  });
+
   test("a second SIGINT exits 130 at once and records the call it dropped", async () => {
     const w = await startWorker(["start"]);
     const id = await registered(w);
@@ -266,6 +294,15 @@ describe("runApp refuses a bad configuration at startup, with the rule it broke"
     expect(c.stderr()).toMatch(/Usage:/);
   });
 });
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** A port with nothing listening on it. */
 async function freePort(): Promise<number> {

@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
 import { AgentServer, initializeLogger, JobContext, JobRequest, ServerOptions } from "@livekit/agents";
-import { isSdkChildProcess, loadProtocol, sdkDefaultLoad, sdkSurfaceProblems, TESTED_AGENTS_RANGE } from "./sdk.ts";
+import { idleCloseProblem, isSdkChildProcess, loadProtocol, loadSdkInternals, sdkDefaultLoad, sdkSurfaceProblems, TESTED_AGENTS_RANGE } from "./sdk.ts";
 
 const agentsRoot = createRequire(import.meta.url).resolve("@livekit/agents").replace(/dist\/index\.c?js$/, "");
 const agentsVersion = (JSON.parse(readFileSync(`${agentsRoot}package.json`, "utf8")) as { version: string }).version;
@@ -56,6 +56,21 @@ describe("the agents-js surfaces the binding uses", () => {
       if (before === undefined) delete process.env.LIVEKIT_WORKER_TOKEN;
       else process.env.LIVEKIT_WORKER_TOKEN = before;
     }
+  });
+
+  test("dist/ipc/job_proc_executor.js: JobProcExecutor (close, runningJob, init, proc) from the same install as AgentServer", async () => {
+    const sdk = await loadSdkInternals();
+    expect(idleCloseProblem(sdk)).toBeUndefined();
+    expect(idleCloseProblem({ JobProcExecutor: undefined, sameInstall: true })).toMatch(/job_proc_executor\.js/);
+    expect(idleCloseProblem({ ...sdk, sameInstall: false })).toMatch(/not the copy/);
+    // What the idle close reads on a process: a fresh executor has no job, is not initialised
+    // and has no child yet.
+    const Executor = sdk.JobProcExecutor as unknown as new (opts: Record<string, unknown>) => { runningJob: unknown; init: { done: boolean }; proc: unknown; close(): Promise<void> };
+    const executor = new Executor({ agent: "probe.js", initializeTimeout: 1000, closeTimeout: 1000, memoryWarnMB: 0, memoryLimitMB: 0, pingInterval: 2500, pingTimeout: 60_000, highPingThreshold: 500 });
+    expect(executor.runningJob).toBeUndefined();
+    expect(executor.init.done).toBe(false);
+    expect(executor.proc).toBeUndefined();
+    await executor.close();
   });
 
   test("JobContext.info is RunningJobInfo: the job's room-join token (the per-job proof to the parent) is ctx.info.token", () => {

@@ -4,6 +4,8 @@
 // listed in the package README, checked at bind time (`sdkSurfaceProblems`), and covered by
 // sdk.test.ts, so an upgrade that removes one fails loudly at startup and in CI instead of
 // silently dropping calls in production.
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import { basename, dirname } from "node:path";
 import { createConnection, type Socket } from "node:net";
@@ -87,6 +89,98 @@ export function sendFull(proto: Protocol, server: AgentServer): void {
 export function sendJobStatus(proto: Protocol, server: AgentServer, jobId: string, success: boolean, error: string): void {
   const status = success ? proto.JobStatus.JS_SUCCESS : proto.JobStatus.JS_FAILED;
   sendWorkerMessage(proto, server, { case: "updateJob", value: { jobId, status, error } });
+}
+
+/** What the binding reads on agents-js' job-process supervisor (`dist/ipc/job_proc_executor.js`). */
+interface JobProcExecutorLike {
+  readonly runningJob: unknown;
+  readonly init: { readonly done: boolean };
+  readonly proc: ChildProcess | undefined;
+}
+interface JobProcExecutorClass {
+  prototype: { close(this: JobProcExecutorLike): Promise<void> };
+}
+
+/**
+ * agents-js internals that are not exported: its job-process supervisor class, from the very
+ * files the exported `AgentServer` runs (`sameInstall` says the loaded `worker.js` is the one
+ * `@livekit/agents` resolves to here, so a patch reaches the processes that server forks).
+ */
+export interface SdkInternals {
+  JobProcExecutor: JobProcExecutorClass | undefined;
+  sameInstall: boolean;
+}
+
+let internals: Promise<SdkInternals> | undefined;
+
+/** Loads {@link SdkInternals} once (an ESM import of two files beside `@livekit/agents`' index). */
+export function loadSdkInternals(): Promise<SdkInternals> {
+  internals ??= (async () => {
+    const index = import.meta.resolve("@livekit/agents");
+    try {
+      const [worker, executor] = await Promise.all([import(new URL("./worker.js", index).href), import(new URL("./ipc/job_proc_executor.js", index).href)]);
+      const JobProcExecutor = (executor as { JobProcExecutor?: JobProcExecutorClass }).JobProcExecutor;
+      return { JobProcExecutor: typeof JobProcExecutor === "function" ? JobProcExecutor : undefined, sameInstall: (worker as { AgentServer?: unknown }).AgentServer === AgentServer };
+    } catch {
+      return { JobProcExecutor: undefined, sameInstall: false };
+    }
+  })();
+  return internals;
+}
+
+/**
+ * Why idle job processes that are still starting cannot be closed at once here (see
+ * {@link closingIdleJobProcesses}), or undefined when they can.
+ */
+export function idleCloseProblem(sdk: SdkInternals): string | undefined {
+  const proto = sdk.JobProcExecutor?.prototype as (Record<string | symbol, unknown> & object) | undefined;
+  if (proto === undefined || typeof proto.close !== "function" || Object.getOwnPropertyDescriptor(proto, "runningJob")?.get === undefined) {
+    return "@livekit/agents dist/ipc/job_proc_executor.js (JobProcExecutor with close() and runningJob) is gone";
+  }
+  if (!sdk.sameInstall) return "the @livekit/agents files beside its resolved index are not the copy this AgentServer comes from (bundled, or installed twice)";
+  return undefined;
+}
+
+const fastIdleClose = new AsyncLocalStorage<true>();
+const PATCHED = Symbol.for("openrtc.livekit.fastIdleClose");
+
+/**
+ * Runs `fn` (an `AgentServer.close()` or `drain()`) so that the job processes it closes that
+ * hold no job and never finished initialising are killed at once instead of waiting out
+ * `shutdownProcessTimeout`.
+ *
+ * Why: agents-js 1.9 closes every job process by sending it a `shutdownRequest` and waits up to
+ * `shutdownProcessTimeout` for the acknowledgement before SIGKILL (ipc/supervised_proc.js
+ * `closeOnce`). A warm process still importing the agent file has not listened to its IPC yet,
+ * so Node queues both the `initializeRequest` and the `shutdownRequest`; the child's first
+ * `once("message")` takes the first and the second is emitted to no listener and lost. The
+ * process never acknowledges, and a drained worker waits the whole timeout to exit (10 s in
+ * the demo, 60 s by default) — the replacement warm process the SDK forks for every call is
+ * often in exactly that state.
+ *
+ * Only a process with no job (`runningJob` unset: the SDK sets it before it sends the job, and
+ * never clears it) that has not initialised (`init` not done: the SDK hands jobs only to
+ * initialised processes) is killed, and only inside `fn`: a process that ever ran a job still
+ * gets the SDK's graceful shutdown, and every other caller of `close()` sees the SDK unchanged.
+ * Callers pass `fn` only once the pool holds no live session and accepts no job.
+ */
+export function closingIdleJobProcesses<T>(sdk: SdkInternals, fn: () => Promise<T>): Promise<T> {
+  if (idleCloseProblem(sdk) !== undefined) return fn();
+  const proto = sdk.JobProcExecutor!.prototype as JobProcExecutorClass["prototype"] & { [PATCHED]?: true };
+  if (proto[PATCHED] !== true) {
+    const close = proto.close;
+    proto.close = function (this: JobProcExecutorLike) {
+      const closing = close.call(this);
+      const child = this.proc;
+      if (fastIdleClose.getStore() === true && this.runningJob === undefined && this.init?.done === false && child !== undefined && child.exitCode === null && child.signalCode === null) {
+        // The SDK's close is under way (its exit handler resolves the wait it started).
+        child.kill("SIGKILL");
+      }
+      return closing;
+    };
+    proto[PATCHED] = true;
+  }
+  return fastIdleClose.run(true, fn);
 }
 
 /**

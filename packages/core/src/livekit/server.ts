@@ -5,7 +5,7 @@ import type { SessionInfo, SessionOutcome } from "../sessions.ts";
 import { JobRejectedError } from "../drain.ts";
 import { DEPLOYMENT_VERSION_ENV } from "./agent.ts";
 import { DEPLOYMENT_VERSION_ATTRIBUTE, resolveLivekitDeployment, type DeploymentRoutingOptions } from "./deployment.ts";
-import { ASSIGNMENT_TIMEOUT_MS, FULL_LOAD, loadProtocol, sdkDefaultLoad, sdkSurfaceProblems, sendFull, sendJobStatus, type LoadFunc } from "./sdk.ts";
+import { ASSIGNMENT_TIMEOUT_MS, closingIdleJobProcesses, FULL_LOAD, idleCloseProblem, loadProtocol, loadSdkInternals, sdkDefaultLoad, sdkSurfaceProblems, sendFull, sendJobStatus, type LoadFunc } from "./sdk.ts";
 import { SessionChannel, type SessionChannelOptions } from "./session-channel.ts";
 
 export type ServerOptionsInit = ConstructorParameters<typeof ServerOptions>[0];
@@ -38,7 +38,10 @@ export interface OpenRTCBinding {
  *   pool drain: one shutdown path, whoever starts it;
  * - the worker's `deployment_version` is passed to every job process. LiveKit's `deployment`
  *   routing key is left as configured (`livekitDeployment`, else `LIVEKIT_AGENT_DEPLOYMENT`,
- *   else ""), validated by LiveKit's rules.
+ *   else ""), validated by LiveKit's rules;
+ * - `server.close()` (and the SDK's drain) called once nothing is live and nothing is accepted
+ *   kills the warm job processes that are still starting instead of waiting
+ *   `shutdownProcessTimeout` for an answer they cannot give (see `closingIdleJobProcesses`).
  *
  * Must run before the server forks its job processes (i.e. before `server.run()`).
  */
@@ -50,6 +53,11 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   const proto = loadProtocol();
   const problems = sdkSurfaceProblems(proto);
   if (problems.length > 0) throw new Error(`@openrtc/core/livekit cannot drive this @livekit/agents: ${problems.join("; ")}`);
+  // Not needed for correctness (without it a drained worker's exit can wait the SDK's
+  // shutdownProcessTimeout), so a warning rather than a refusal.
+  const sdk = await loadSdkInternals();
+  const idleProblem = idleCloseProblem(sdk);
+  if (idleProblem !== undefined) pool.logger.warn({}, `${idleProblem}: a drained worker may wait shutdownProcessTimeout for job processes still starting before it exits`);
   // An accepted job whose process the SDK is still starting is a live call: give the SDK its
   // whole assignment wait and process-initialisation budget before calling it never started.
   const initTimeoutMs = init.initializeProcessTimeout ?? 10_000;
@@ -178,8 +186,14 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
     server.drain = async (timeout?: number) => {
       pool.beginDrain({ actor: "livekit:drain", reason: "AgentServer.drain()" });
       await pool.drained;
-      await originalDrain(timeout);
+      await closingIdleJobProcesses(sdk, () => originalDrain(timeout));
     };
+    // Once nothing is live and no job can be accepted, a job process with no job that is still
+    // starting cannot take one any more: close it at once (agents-js 1.9 would wait
+    // shutdownProcessTimeout for it, see closingIdleJobProcesses). A close while calls are live
+    // is the SDK's own.
+    const originalClose = server.close.bind(server);
+    server.close = () => (!pool.accepting && pool.activeSessions === 0 ? closingIdleJobProcesses(sdk, originalClose) : originalClose());
     if (!pool.accepting) sendFull(proto, server);
   }
 
