@@ -73,6 +73,9 @@ interface DrainSample {
   toReadyz503Ms: number;
   hangupToExitMs: number;
   probeAccepted: boolean;
+  /** Wall clock of the SIGTERM, to tell a call that hung up before it (then hang-up → exit is not a drain's). */
+  signalledAtWall?: number;
+  hungUpBeforeSignal?: boolean;
   /** Wall-clock split of hang-up → exit: [hang-up → drain_completed, → worker.exited, → process exit]. */
   split?: [number, number, number];
 }
@@ -105,11 +108,9 @@ async function drainBench(): Promise<DrainSample[]> {
   const markers = mkdtempSync(join(tmpdir(), "bench-drain-"));
   // LiveKit's server rules; each worker has its own agent name, so each call and probe reaches one worker.
   const dispatcher = await startDispatcher({ apiKey, apiSecret, profile: "livekit", mintJobTokens: false });
-  const hangups = new Map<string, number>();
   const hangupsWall = new Map<string, number>();
   dispatcher.events.on("job_ended", (job) => {
     if (job.workerId !== undefined && job.fate === "completed") {
-      hangups.set(job.workerId, performance.now());
       hangupsWall.set(job.workerId, Date.now());
     }
   });
@@ -154,8 +155,12 @@ async function drainBench(): Promise<DrainSample[]> {
       workers.push({ w: fleet.spawn({ name: agent, version: "v1.0.0", env: { LIVEKIT_AGENT_NAME: agent } }), agent });
     }
     await Promise.all(workers.map(({ w }) => w.ready));
-    // One live call per worker, so each drain has something to wait for.
-    const calls = workers.map(({ agent }) => dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: 1500 + 400 * size }) }));
+    // One live call per worker, so each drain has something to wait for: long enough to outlast
+    // every worker's settle pause and signal, so each call hangs up after its worker's SIGTERM
+    // (shorter, the later workers' calls ended before their signal and "hang-up → exit" measured
+    // the pause, not the exit).
+    const callMs = 1500 + size * (SETTLE_MS + 1000);
+    const calls = workers.map(({ agent }) => dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: callMs }) }));
     const placed = await Promise.all(calls.map((c) => c.placed));
     await until("every call's entry", () => placed.every((p) => existsSync(join(markers, `${p.id}.started`))));
     await sleep(300);
@@ -165,6 +170,7 @@ async function drainBench(): Promise<DrainSample[]> {
       const readyz = first503(w.controlUrl!, stop);
       await sleep(20); // the poller is running
       const t0 = performance.now();
+      const signalledAtWall = Date.now();
       w.signal("SIGTERM");
       const probeRecord = PROBE ? await dispatcher.dispatch({ agentName: agent, metadata: JSON.stringify({ duration_ms: 100 }) }).placed : undefined;
       const t503 = await readyz;
@@ -178,24 +184,23 @@ async function drainBench(): Promise<DrainSample[]> {
         toReadyz503Ms: t503 - t0,
         hangupToExitMs: Number.NaN,
         probeAccepted: probeRecord?.workerId !== undefined,
+        signalledAtWall,
       });
       stop.done = true;
       (w as WorkerProcess & { sample?: DrainSample }).sample = samples[samples.length - 1];
     }
-    // Exit is observed on the process itself ('exit'), the hang-up at the dispatcher (room deleted).
+    // Exit is observed on the process itself (the fleet stamps its 'exit' as it happens; awaiting
+    // it here, after every signal, would stamp the end of the loop), the hang-up at the
+    // dispatcher (room deleted). Both wall clock, same process.
     await Promise.all(
       workers.map(async ({ w }) => {
-        const exitAt = await new Promise<number>((resolve) => {
-          if (w.child.exitCode !== null) resolve(performance.now());
-          else w.child.once("exit", () => resolve(performance.now()));
-        });
-        const exitWall = Date.now();
-        const hangup = hangups.get(w.info!.workerId);
-        const s = (w as WorkerProcess & { sample?: DrainSample }).sample!;
-        s.hangupToExitMs = hangup === undefined ? Number.NaN : exitAt - hangup;
         await w.exited;
-        const a = auditAt.get(w.name);
+        const exitWall = w.exitedAt!;
+        const s = (w as WorkerProcess & { sample?: DrainSample }).sample!;
         const hangupWall = hangupsWall.get(w.info!.workerId);
+        s.hangupToExitMs = hangupWall === undefined ? Number.NaN : exitWall - hangupWall;
+        if (hangupWall !== undefined && hangupWall < (s.signalledAtWall ?? 0)) s.hungUpBeforeSignal = true;
+        const a = auditAt.get(w.name);
         const drained = a?.get("deployment.drain_completed");
         const exited = a?.get("worker.exited");
         if (hangupWall !== undefined && drained !== undefined && exited !== undefined) {
@@ -307,6 +312,8 @@ async function run(): Promise<void> {
   out.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
   process.stdout.write(`\n@openrtc/demo bench (real worker processes; ratio ≤ 1.00 meets the goal)\n${out.join("\n")}\n`);
   const accepted = drains.filter((s) => s.probeAccepted).length;
+  const early = drains.filter((s) => s.hungUpBeforeSignal).length;
+  if (early > 0) process.stdout.write(`\nnote: ${early} of ${drains.length} calls hung up before their worker's SIGTERM; their hang-up → exit includes the wait for the signal\n`);
   const splits = drains.flatMap((s) => (s.split === undefined ? [] : [s.split]));
   const part = (i: number) => percentile(splits.map((x) => x[i]!), 50).toFixed(0);
   process.stdout.write(
