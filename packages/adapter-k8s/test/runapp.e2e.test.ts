@@ -27,10 +27,10 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test("SIGTERM with a live call: readiness 503, liveness 200, no new job taken, exit 0 only after the caller hangs up", async () => {
-  const podinfo = join(dir, "podinfo");
+async function sigtermWithLiveCall(server: "runApp" | "hand"): Promise<void> {
+  const podinfo = join(dir, `podinfo-${server}`);
   writePodInfo(podinfo, { name: "voice-worker-v2-abc", namespace: "voice", labels: { "app.kubernetes.io/version": "v2.0.0" }, annotations: {} });
-  const auditFile = join(dir, "audit.jsonl");
+  const auditFile = join(dir, `audit-${server}.jsonl`);
   c = startChild(fixture, ["start"], {
     ...process.env,
     LIVEKIT_URL: d.url,
@@ -42,6 +42,7 @@ test("SIGTERM with a live call: readiness 503, liveness 200, no new job taken, e
     FIXTURE_AUDIT_FILE: auditFile,
     HOLD_CALL_MARKER_DIR: dir,
     LOG_LEVEL: "warn",
+    FIXTURE_SERVER: server,
   });
   const url = (await c.waitFor("CONTROL ")).slice("CONTROL ".length);
   expect((await fetch(`${url}/readyz`)).status).toBe(503); // not registered yet
@@ -67,4 +68,8 @@ test("SIGTERM with a live call: readiness 503, liveness 200, no new job taken, e
   const events = readFileSync(auditFile, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
   expect(events.map((e) => e.event)).toEqual(expect.arrayContaining(["deployment.drain_started", "deployment.drain_completed", "worker.exited"]));
   expect(events.find((e) => e.event === "worker.exited")).toMatchObject({ dropped_sessions: 0, version: "v2.0.0" });
-}, 120_000);
+}
+
+test("runApp: SIGTERM with a live call: readiness 503, liveness 200, no new job taken, exit 0 only after the caller hangs up", () => sigtermWithLiveCall("runApp"), 120_000);
+
+test("a hand-built AgentServer (createAgentServer) on a plain pool: the version from the pod label, the same drain", () => sigtermWithLiveCall("hand"), 120_000);
