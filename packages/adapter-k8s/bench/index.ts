@@ -2,7 +2,9 @@
  * `pnpm bench` in packages/adapter-k8s: probe latency on loopback under an open-loop load of
  * 1,000 requests/s (/readyz and /livez, GET and HEAD, keep-alive as the kubelet uses) against a
  * worker process (bench/worker.ts) in which 1,000 sessions start and end meanwhile. Goal: p99 ≤ 5 ms.
- * Timing lives here, never in pass/fail tests. `pnpm bench -- --seconds 10 --rate 1000`.
+ * Then SIGTERM → the first /readyz 503 seen from outside, over `--drains` fresh worker processes
+ * (test/fixtures/k8s-worker.ts, a call held, probed on a kept-alive socket). Goal: ≤ 10 ms.
+ * Timing lives here, never in pass/fail tests. `pnpm bench -- --seconds 10 --rate 1000 --drains 30`.
  */
 import { spawn } from "node:child_process";
 import { Agent, request } from "node:http";
@@ -10,10 +12,11 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, rate: { type: "string", default: "1000" }, sessions: { type: "string", default: "1000" } }, allowPositionals: true });
+const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, rate: { type: "string", default: "1000" }, sessions: { type: "string", default: "1000" }, drains: { type: "string", default: "30" } }, allowPositionals: true });
 const seconds = Number(values.seconds);
 const rate = Number(values.rate);
 const sessions = Number(values.sessions);
+const drains = Number(values.drains);
 
 async function run(mode: "adapter" | "baseline") {
 const worker = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", fileURLToPath(new URL("./worker.ts", import.meta.url)), mode], { stdio: ["pipe", "pipe", "inherit"] });
@@ -85,4 +88,65 @@ const rows = [
 ];
 console.log(`probe latency on loopback, ${rate} req/s open loop for ${seconds} s (/readyz, /livez; GET and HEAD; keep-alive)`);
 for (const [a, b, c] of rows) console.log(`  ${a!.padEnd(9)} ${b!.padEnd(14)} ${c}`);
+
+/** One fresh worker: a call held, SIGTERM, a tight /readyz poll on a warm kept-alive socket. */
+async function sigtermTo503(): Promise<{ to503: number; toHandler: number }> {
+  const fixture = fileURLToPath(new URL("../test/fixtures/k8s-worker.ts", import.meta.url));
+  const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", fixture], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: { ...process.env, OPENRTC_DRAIN_TOKEN: "bench-token-0123456789abcdef", FIXTURE_VERSION: "v1.0.0" },
+  });
+  const lines = createInterface({ input: child.stdout });
+  const seen: string[] = [];
+  const waiters: [string, (l: string) => void][] = [];
+  lines.on("line", (l) => {
+    seen.push(l);
+    for (const [prefix, resolve] of waiters) if (l.startsWith(prefix)) resolve(l);
+  });
+  const waitLine = (prefix: string) =>
+    new Promise<string>((resolve) => {
+      const hit = seen.find((l) => l.startsWith(prefix));
+      if (hit !== undefined) resolve(hit);
+      else waiters.push([prefix, resolve]);
+    });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const url = new URL((await waitLine("CONTROL ")).slice(8));
+  child.stdin.write("ready\nstart held\n");
+  await waitLine("STARTED held");
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const status = () =>
+    new Promise<number>((resolve, reject) => {
+      const req = request({ host: url.hostname, port: url.port, path: "/readyz", agent }, (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  for (let i = 0; i < 50; i++) await status();
+  const t0 = process.hrtime.bigint();
+  child.kill("SIGTERM");
+  while ((await status()) !== 503) {
+    if (Number(process.hrtime.bigint() - t0) > 5e9) throw new Error("no 503 within 5 s of SIGTERM");
+  }
+  const to503 = Number(process.hrtime.bigint() - t0) / 1e6;
+  const toHandler = Number(BigInt((await waitLine("SIGTERM_FIRST ")).split(" ")[1]!) - t0) / 1e6;
+  agent.destroy();
+  child.stdin.write("end held\n");
+  await exited;
+  return { to503, toHandler };
+}
+
+const to503: number[] = [];
+const toHandler: number[] = [];
+for (let i = 0; i < drains; i++) {
+  const r = await sigtermTo503();
+  to503.push(r.to503);
+  toHandler.push(r.toHandler);
+}
+const pq = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(p * xs.length) - 1)]!;
+console.log(`\nSIGTERM → first /readyz 503 seen from outside, ${drains} fresh workers, a call held (goal ≤ 10 ms)`);
+console.log(`  p50       ${pq(to503, 0.5).toFixed(2)} ms`);
+console.log(`  p99       ${pq(to503, 0.99).toFixed(2)} ms       goal ≤ 10 ms: ${pq(to503, 0.99) <= 10 ? "met" : "NOT met"} (p99 of ${drains} is close to their max)`);
+console.log(`  handler   p50 ${pq(toHandler, 0.5).toFixed(2)} ms, p99 ${pq(toHandler, 0.99).toFixed(2)} ms    SIGTERM → the worker's first SIGTERM listener runs (signal delivery, event loop)`);
 process.exit(errors === 0 ? 0 : 1);

@@ -82,22 +82,30 @@ describe("a real worker process on SIGTERM", () => {
     expect(w.audit()[0]).toMatchObject({ pod_name: "worker-v1-7c9", pod_namespace: "voice" });
   });
 
-  test("readiness is 503 within 10 ms of SIGTERM while liveness stays 200", async () => {
+  test("readiness is 503 within 10 ms of SIGTERM while liveness stays 200 (the flip happens in the signal's own handler)", async () => {
     const w = await startWorker();
     w.send("start held");
     await w.waitFor("STARTED held");
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     try {
       for (let i = 0; i < 20; i++) expect(await probe(agent, `${w.url}/readyz`)).toBe(200); // warm: JIT, socket
-      const t0 = performance.now();
+      const t0 = process.hrtime.bigint();
       w.child.kill("SIGTERM");
-      let elapsed: number | undefined;
-      while (elapsed === undefined && performance.now() - t0 < 5000) {
-        if ((await probe(agent, `${w.url}/readyz`)) === 503) elapsed = performance.now() - t0;
-      }
-      console.log(`SIGTERM → first /readyz 503: ${elapsed?.toFixed(2)} ms`);
-      expect(elapsed, "SIGTERM → first /readyz 503 (ms)").toBeLessThanOrEqual(10);
+      // Deterministic: ready before the pool's handler, not ready right after it — no event-loop
+      // turn, no timer, between the signal and readiness failing.
+      const first = await w.waitFor("SIGTERM_FIRST ");
+      const after = await w.waitFor("SIGTERM_AFTER ");
+      expect(first).toMatch(/ready=true$/);
+      expect(after).toMatch(/ready=false$/);
+      // And seen from outside: the very next probe is 503, liveness stays 200.
+      expect(await probe(agent, `${w.url}/readyz`)).toBe(503);
+      const t503 = process.hrtime.bigint();
       expect(await status(`${w.url}/livez`)).toBe(200);
+      // The wall-clock figures depend on the machine (the bench measures them against the 10 ms
+      // goal): printed, not asserted.
+      const ns = (line: string) => BigInt(line.split(" ")[1]!);
+      const ms = (from: bigint, to: bigint) => (Number(to - from) / 1e6).toFixed(2);
+      console.log(`SIGTERM → handler ${ms(t0, ns(first))} ms, handler → not ready ${ms(ns(first), ns(after))} ms, SIGTERM → a 503 answered ${ms(t0, t503)} ms`);
     } finally {
       agent.destroy();
     }
