@@ -10,14 +10,8 @@ import type { Logger } from "./logger.ts";
 /** Called with what went wrong in a listener or hook; itself isolated. */
 export type IsolationReport = (where: string, error: unknown) => void;
 
-export function describeError(error: unknown): string {
-  if (error instanceof Error) return error.message;
-  try {
-    return String(error);
-  } catch {
-    return "unprintable error";
-  }
-}
+// One wording of an error for every log line and record the core writes.
+export { describeError } from "./audit/errors.ts";
 
 /** Runs `fn`; a throw goes to `report` (which may not throw either) and `fn`'s result is dropped. */
 export function isolated(where: string, fn: () => unknown, report: IsolationReport): void {

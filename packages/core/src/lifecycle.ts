@@ -1,5 +1,6 @@
 import type { DrainOptions } from "./drain.ts";
 import type { AgentPool } from "./pool.ts";
+import { withDeadline } from "./audit/errors.ts";
 
 export interface ProcessLifecycleOptions {
   /**
@@ -219,7 +220,9 @@ class SharedLifecycle {
       if (this.finished) return;
       if (attachment.beforeExit === undefined) continue;
       try {
-        await withTimeout(Promise.resolve().then(() => attachment.beforeExit!(forced)), this.beforeExitTimeoutMs);
+        if (!(await withDeadline(Promise.resolve().then(() => attachment.beforeExit!(forced)), Date.now() + this.beforeExitTimeoutMs))) {
+          throw new Error(`timed out after ${this.beforeExitTimeoutMs} ms`);
+        }
       } catch (error) {
         this.pool.logger.warn({ err: error instanceof Error ? error.message : String(error) }, "beforeExit hook failed; exiting anyway");
       }
@@ -244,17 +247,3 @@ class SharedLifecycle {
   }
 }
 
-async function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      promise,
-      new Promise<void>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-        timer.unref();
-      }),
-    ]);
-  } finally {
-    if (timer !== undefined) clearTimeout(timer);
-  }
-}

@@ -40,7 +40,7 @@ describe("pool events: delivered after the state change, each listener isolated"
     expect(session.end()).toBe(true);
     await pool.drained;
     expect(pool.state).toBe("drained");
-    expect(logger.lines).toContainEqual(expect.objectContaining({ level: "error", fields: { event: "sessionEnded", err: "listener boom" } }));
+    expect(logger.lines).toContainEqual(expect.objectContaining({ level: "error", fields: { event: "sessionEnded", err: "Error: listener boom" } }));
     expect(await scrape(pool, "openrtc_listener_errors_total")).toContain('openrtc_listener_errors_total{event="sessionEnded"} 1');
   });
 

@@ -1,7 +1,7 @@
 import { mkdir, open } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
-import type { AuditChainHead, AuditRecord, AuditSink } from "@openrtc/core/audit";
+import { describeError, type AuditChainHead, type AuditRecord, type AuditSink } from "@openrtc/core/audit";
 import { systemClock } from "@openrtc/core";
 import { AcceptedRecords } from "./accepted.ts";
 import { findS3ChainHead } from "./chain-head.ts";
@@ -574,11 +574,7 @@ export function backoff(failures: number, retry: { initialDelayMs: number; maxDe
   return capped / 2 + (Math.random() * capped) / 2;
 }
 
+/** The sink's own errors read as their message; anything else in core's one wording (name, errno code, message). */
 function describe(error: unknown): string {
-  if (error instanceof S3SinkError) return error.message;
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return `${error.name}${typeof code === "string" && code !== error.name ? ` (${code})` : ""}: ${error.message}`;
-  }
-  return String(error);
+  return error instanceof S3SinkError ? error.message : describeError(error);
 }

@@ -21,9 +21,9 @@ describe("notifyObservers", () => {
     await notifyObservers(observers, (o) => o.onSessionStart?.({} as never, null), logger, 50);
     expect(seen).toEqual(["good"]);
     expect(logger.warnings).toEqual([
-      expect.objectContaining({ observer: "throws", err: "sync boom" }),
-      expect.objectContaining({ observer: "rejects", err: "async boom" }),
-      expect.objectContaining({ observer: "hangs", err: "did not finish within 50 ms" }),
+      expect.objectContaining({ observer: "throws", err: "Error: sync boom" }),
+      expect.objectContaining({ observer: "rejects", err: "Error: async boom" }),
+      expect.objectContaining({ observer: "hangs", err: "Error: did not finish within 50 ms" }),
     ]);
   });
 
