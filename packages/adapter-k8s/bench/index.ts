@@ -94,7 +94,7 @@ async function sigtermTo503(): Promise<{ to503: number; toHandler: number }> {
   const fixture = fileURLToPath(new URL("../test/fixtures/k8s-worker.ts", import.meta.url));
   const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", fixture], {
     stdio: ["pipe", "pipe", "inherit"],
-    env: { ...process.env, OPENRTC_DRAIN_TOKEN: "bench-token-0123456789abcdef", FIXTURE_VERSION: "v1.0.0" },
+    env: { ...process.env, OPENRTC_DRAIN_TOKEN: "bench-token-0123456789abcdef", FIXTURE_VERSION: "v1.0.0", POD_NAME: "bench-pod", POD_NAMESPACE: "bench" },
   });
   const lines = createInterface({ input: child.stdout });
   const seen: string[] = [];
