@@ -116,8 +116,10 @@ let internals: Promise<SdkInternals> | undefined;
 /** Loads {@link SdkInternals} once (an ESM import of two files beside `@livekit/agents`' index). */
 export function loadSdkInternals(): Promise<SdkInternals> {
   internals ??= (async () => {
-    const index = import.meta.resolve("@livekit/agents");
     try {
+      // Inside the try: a bundler may leave import.meta.resolve undefined, or the package may not
+      // resolve from here; either way the worker still starts (only its exit is slower).
+      const index = import.meta.resolve("@livekit/agents");
       const [worker, executor] = await Promise.all([import(new URL("./worker.js", index).href), import(new URL("./ipc/job_proc_executor.js", index).href)]);
       const JobProcExecutor = (executor as { JobProcExecutor?: JobProcExecutorClass }).JobProcExecutor;
       return { JobProcExecutor: typeof JobProcExecutor === "function" ? JobProcExecutor : undefined, sameInstall: (worker as { AgentServer?: unknown }).AgentServer === AgentServer };
