@@ -1,6 +1,6 @@
 import { describe, expect, test, vi } from "vitest";
 import fc from "fast-check";
-import { AgentPool, type MembershipGate } from "./pool.ts";
+import { AgentPool, settlePoolSettings, type MembershipGate } from "./pool.ts";
 import { JobRejectedError } from "./drain.ts";
 import { SNAPSHOT_KEYS } from "./snapshot.ts";
 import { silentLogger } from "./logger.ts";
@@ -375,7 +375,7 @@ describe("AgentPool.adopt: settings read after the pool was built (Kubernetes' l
     expect(pool.member).toBe(true);
   });
 
-  test("refused once the worker serves or saw a job, over a version or gate set in code, and for a bad version", () => {
+  test("refused once the worker serves or saw a job, once the LiveKit binding read the pool, over a version or gate set in code, and for a bad version", () => {
     const tagged = makePool().pool;
     expect(() => tagged.adopt({ deploymentVersion: "v2.0.0" })).toThrow(/already runs "v1.0.0".*never replaced/);
     const gated = makePool({ membership: gate(true) }).pool;
@@ -383,6 +383,9 @@ describe("AgentPool.adopt: settings read after the pool was built (Kubernetes' l
     const serving = makePool({ deploymentVersion: undefined }).pool;
     serving.markReady();
     expect(() => serving.adopt({ deploymentVersion: "v2.0.0" })).toThrow(/only be adopted before the worker serves/);
+    const bound = makePool({ deploymentVersion: undefined }).pool;
+    settlePoolSettings(bound, "the LiveKit binding (runApp / bindAgentPool)");
+    expect(() => bound.adopt({ deploymentVersion: "v2.0.0" })).toThrow(/LiveKit binding .* already read the pool's version and gate; attach the platform adapter before it/);
     const bad = makePool({ deploymentVersion: undefined }).pool;
     expect(() => bad.adopt({ deploymentVersion: "v2\u0007" })).toThrow(/control character/);
     expect(bad.deploymentVersion).toBeNull();

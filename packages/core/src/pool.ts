@@ -140,6 +140,18 @@ export class Session {
   }
 }
 
+// Pools whose version and gate an integration has read (the LiveKit binding copies the version
+// into job processes' environment and the participant attributes): `adopt` must refuse then.
+const settledPools = new WeakMap<AgentPool, string>();
+
+/**
+ * Marks the pool's version and membership gate as read by `by` (the LiveKit binding does this
+ * when it binds): `AgentPool.adopt` refuses from then on, so nothing can change them under it.
+ */
+export function settlePoolSettings(pool: AgentPool, by: string): void {
+  if (!settledPools.has(pool)) settledPools.set(pool, by);
+}
+
 /**
  * One worker's drain, sessions, membership, audit log and metrics. Platform-agnostic: an
  * integration (LiveKit, Kubernetes, systemd) drives it through this API.
@@ -262,6 +274,10 @@ export class AgentPool extends EventEmitter<PoolEvents> implements WorkerStatusS
       throw new Error(
         `AgentPool.adopt: the pool is ${this.stateValue} and has seen jobs; a version or membership gate can only be adopted before the worker serves (attach the platform adapter before runApp/bindAgentPool)`,
       );
+    }
+    const settledBy = settledPools.get(this);
+    if (settledBy !== undefined) {
+      throw new Error(`AgentPool.adopt: ${settledBy} already read the pool's version and gate; attach the platform adapter before it`);
     }
     if (settings.deploymentVersion !== undefined && this.versionValue !== null) {
       throw new Error(`AgentPool.adopt: the pool already runs ${JSON.stringify(this.versionValue)} (set in code); the code's version is never replaced`);

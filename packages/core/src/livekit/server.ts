@@ -1,6 +1,6 @@
 import { createServer } from "node:net";
 import { AgentServer, JobRequest, ServerOptions } from "@livekit/agents";
-import type { AgentPool, Session } from "../pool.ts";
+import { settlePoolSettings, type AgentPool, type Session } from "../pool.ts";
 import type { SessionInfo, SessionOutcome } from "../sessions.ts";
 import { JobRejectedError } from "../drain.ts";
 import { DEPLOYMENT_VERSION_ENV } from "./agent.ts";
@@ -50,6 +50,8 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
   // Checked before anything starts: a bad name would otherwise surface as a registration
   // LiveKit refuses, and a changed SDK as calls dropped mid-drain.
   const { deployment } = resolveLivekitDeployment(pool.deploymentVersion, options);
+  // From here the version is copied into job processes and participant attributes.
+  settlePoolSettings(pool, "the LiveKit binding (runApp / bindAgentPool)");
   const proto = loadProtocol();
   const problems = sdkSurfaceProblems(proto);
   if (problems.length > 0) throw new Error(`@openrtc/core/livekit cannot drive this @livekit/agents: ${problems.join("; ")}`);
