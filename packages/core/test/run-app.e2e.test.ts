@@ -149,6 +149,25 @@ describe("runApp start: a worker tagged v2.0.0 under LiveKit's default deploymen
   });
 });
 
+describe("runApp with the job-token proof on (jobTokenSecret, opt-in)", () => {
+  test.each([
+    ["the SDK's default requestFunc", {}],
+    ["an application requestFunc", { FIXTURE_USER_REQUEST: "1" }],
+  ])("%s: each job process proves its job with the token LiveKit assigned, and the call runs to its hang-up", async (_name, env) => {
+    const w = await startWorker(["start"], { FIXTURE_JOB_TOKENS: "1", ...env });
+    expect(await w.waitFor("JOB_TOKENS ")).toBe("JOB_TOKENS true");
+    const id = await registered(w);
+    const h = call();
+    expect((await h.placed).workerId).toBe(id);
+    expect((await hangUpOnceRunning(h)).fate).toBe("completed");
+    await expect.poll(async () => (await get(w, "/snapshot")).body.active_sessions, { timeout: 20_000 }).toBe(0);
+    w.child.kill("SIGTERM");
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    // Verified, not skipped: a refusal would have been logged (and the call cut short).
+    expect(`${w.lines.join("\n")}\n${w.stderr()}`).not.toMatch(/bad_job_token|does not prove this process runs the job/);
+  });
+});
+
 describe("runApp start: SIGTERM at the other moments", () => {
   test("before registration (LiveKit unreachable): drains with nothing live and exits 0", async () => {
     const closed = await freePort();

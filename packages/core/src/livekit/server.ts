@@ -6,6 +6,7 @@ import { JobRejectedError } from "../drain.ts";
 import { DEPLOYMENT_VERSION_ENV } from "./agent.ts";
 import { DEPLOYMENT_VERSION_ATTRIBUTE, resolveLivekitDeployment, type DeploymentRoutingOptions } from "./deployment.ts";
 import { ASSIGNMENT_TIMEOUT_MS, closingIdleJobProcesses, FULL_LOAD, idleCloseProblem, loadProtocol, loadSdkInternals, sdkDefaultLoad, sdkSurfaceProblems, sendFull, sendJobStatus, type LoadFunc } from "./sdk.ts";
+import { defaultAgentIdentity } from "./job-token.ts";
 import { SessionChannel, type SessionChannelOptions } from "./session-channel.ts";
 
 export type ServerOptionsInit = ConstructorParameters<typeof ServerOptions>[0];
@@ -95,8 +96,10 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
     }
     if (userRequest === undefined) {
       accepted.add(job.id);
+      // Before the accept: the SDK launches the job inside it, and the job process may claim its
+      // session before accept returns. The SDK names the participant agent-<job id> here.
+      channel.expectLaunch(session, { identity: defaultAgentIdentity(job.id) });
       await req.accept("", "", "", versionAttributes);
-      channel.expectLaunch(session);
       return;
     }
     let answered = false;
@@ -117,8 +120,10 @@ export async function bindAgentPool(pool: AgentPool, init: ServerOptionsInit, op
           return;
         }
         accepted.add(job.id);
+        // Before the accept, as above; JobRequest.accept has already put agent-<job id> in place
+        // of an empty identity.
+        channel.expectLaunch(session, { identity: args.identity });
         await req.accept(args.name, args.identity, args.metadata, { ...args.attributes, ...versionAttributes });
-        channel.expectLaunch(session);
       },
     );
     try {
