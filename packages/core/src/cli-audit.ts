@@ -6,6 +6,7 @@ import { CheckpointKeys } from "./audit/checkpoint.ts";
 import { AuditVerifier } from "./audit/verify.ts";
 import type { AuditVerifyOptions, AuditVerifyResult } from "./audit/verify.ts";
 import { EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, UsageError } from "./cli-command.ts";
+import { importAuditSinksS3 } from "./optional-peer.ts";
 import type { CliCommand, CliIo } from "./cli-command.ts";
 
 const VERIFY_USAGE = `Usage: openrtc audit verify FILE|DIR|s3://BUCKET/PREFIX|- [--json] [--partial]
@@ -201,15 +202,11 @@ interface S3Verifier {
   verifyS3AuditLog(url: string, options: AuditVerifyOptions & { endpoint?: string }): Promise<AuditVerifyResult>;
 }
 
-// A variable, not a literal: a bundler (esbuild, vite) resolves a literal `import()` at build
-// time, and this optional peer is usually not installed.
-const S3_SINKS_MODULE: string = "@openrtc/audit-sinks/s3";
-
 /** `s3://bucket/prefix`: read through @openrtc/audit-sinks/s3, an optional peer (it depends on core). */
 async function verifyS3(url: string, options: AuditVerifyOptions, io: CliIo, json: boolean, endpoint: string | undefined): Promise<number> {
   let s3: S3Verifier;
   try {
-    s3 = (await import(S3_SINKS_MODULE)) as S3Verifier;
+    s3 = await importAuditSinksS3<S3Verifier>();
   } catch (error) {
     throw new UsageError(
       `verify: reading ${url} needs @openrtc/audit-sinks and @aws-sdk/client-s3 installed beside @openrtc/core (npm install @openrtc/audit-sinks @aws-sdk/client-s3): ${(error as Error).message}`,

@@ -7,6 +7,7 @@ import { stat } from "node:fs/promises";
 import { describeIoError } from "./audit/errors.ts";
 import { listAuditFiles, readAuditFiles } from "./audit/files.ts";
 import { AuditVerifier, type AuditVerifyResult } from "./audit/verify.ts";
+import { importAuditSinksS3 } from "./optional-peer.ts";
 
 /** One record as the page shows it. */
 export interface AuditTrailRecord {
@@ -144,12 +145,9 @@ interface S3Lines {
 }
 
 let s3Module: Promise<S3Lines> | undefined;
-// A variable, not a literal: a bundler (esbuild, vite) resolves a literal `import()` at build
-// time, and this optional peer is usually not installed.
-const S3_SINKS_MODULE: string = "@openrtc/audit-sinks/s3";
 
 async function readS3(url: string, keep: number, readAt: number): Promise<AuditTrail> {
-  s3Module ??= import(S3_SINKS_MODULE).then((m) => m as S3Lines);
+  s3Module ??= importAuditSinksS3<S3Lines>();
   let s3: S3Lines;
   try {
     s3 = await s3Module;
