@@ -11,6 +11,7 @@ import { Agent, request } from "node:http";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { startChild } from "../../core/test/child.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, rate: { type: "string", default: "1000" }, sessions: { type: "string", default: "1000" }, drains: { type: "string", default: "30" } }, allowPositionals: true });
 const seconds = Number(values.seconds);
@@ -92,27 +93,10 @@ for (const [a, b, c] of rows) console.log(`  ${a!.padEnd(9)} ${b!.padEnd(14)} ${
 /** One fresh worker: a call held, SIGTERM, a tight /readyz poll on a warm kept-alive socket. */
 async function sigtermTo503(): Promise<{ to503: number; toHandler: number }> {
   const fixture = fileURLToPath(new URL("../test/fixtures/k8s-worker.ts", import.meta.url));
-  const child = spawn(process.execPath, ["--conditions=@openrtc/source", "--import", "tsx", fixture], {
-    stdio: ["pipe", "pipe", "inherit"],
-    env: { ...process.env, OPENRTC_DRAIN_TOKEN: "bench-token-0123456789abcdef", FIXTURE_VERSION: "v1.0.0", POD_NAME: "bench-pod", POD_NAMESPACE: "bench" },
-  });
-  const lines = createInterface({ input: child.stdout });
-  const seen: string[] = [];
-  const waiters: [string, (l: string) => void][] = [];
-  lines.on("line", (l) => {
-    seen.push(l);
-    for (const [prefix, resolve] of waiters) if (l.startsWith(prefix)) resolve(l);
-  });
-  const waitLine = (prefix: string) =>
-    new Promise<string>((resolve) => {
-      const hit = seen.find((l) => l.startsWith(prefix));
-      if (hit !== undefined) resolve(hit);
-      else waiters.push([prefix, resolve]);
-    });
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  const url = new URL((await waitLine("CONTROL ")).slice(8));
-  child.stdin.write("ready\nstart held\n");
-  await waitLine("STARTED held");
+  const c = startChild(fixture, [], { ...process.env, OPENRTC_DRAIN_TOKEN: "bench-token-0123456789abcdef", FIXTURE_VERSION: "v1.0.0", POD_NAME: "bench-pod", POD_NAMESPACE: "bench" });
+  const url = new URL((await c.waitFor("CONTROL ")).slice(8));
+  c.child.stdin.write("ready\nstart held\n");
+  await c.waitFor("STARTED held");
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const status = () =>
     new Promise<number>((resolve, reject) => {
@@ -125,15 +109,15 @@ async function sigtermTo503(): Promise<{ to503: number; toHandler: number }> {
     });
   for (let i = 0; i < 50; i++) await status();
   const t0 = process.hrtime.bigint();
-  child.kill("SIGTERM");
+  c.child.kill("SIGTERM");
   while ((await status()) !== 503) {
     if (Number(process.hrtime.bigint() - t0) > 5e9) throw new Error("no 503 within 5 s of SIGTERM");
   }
   const to503 = Number(process.hrtime.bigint() - t0) / 1e6;
-  const toHandler = Number(BigInt((await waitLine("SIGTERM_FIRST ")).split(" ")[1]!) - t0) / 1e6;
+  const toHandler = Number(BigInt((await c.waitFor("SIGTERM_FIRST ")).split(" ")[1]!) - t0) / 1e6;
   agent.destroy();
-  child.stdin.write("end held\n");
-  await exited;
+  c.child.stdin.write("end held\n");
+  await c.exited;
   return { to503, toHandler };
 }
 
